@@ -1,0 +1,88 @@
+import os
+
+import numpy as np
+import pytest
+
+from varfx.encoding import decode, encode
+from varfx.errors import InputError
+from varfx.genome import Genome, contig_aliases
+
+from conftest import write_fasta
+
+
+def test_builds_missing_fai_and_reads_contigs(fasta, genome_seqs):
+    assert not os.path.exists(str(fasta) + ".fai")
+    g = Genome(fasta)
+    assert os.path.exists(str(fasta) + ".fai")
+    assert g.names == ["chr1", "chr2", "chrM"]
+    for name, seq in genome_seqs.items():
+        assert g.length(name) == len(seq)
+        # soft-masked reads as upper case; IUPAC reads as N
+        want = "".join(b if b in "ACGT" else "N" for b in seq.upper())
+        assert decode(g.codes(name)) == want
+
+
+def test_windows_pad_with_n_past_both_ends(fasta, genome_seqs):
+    g = Genome(fasta)
+    seq = genome_seqs["chrM"].upper()
+    for length in (10, 5000):  # fancy-indexing path and row-by-row path
+        starts = np.array([-3, 0, 295, 290 - length, -length - 2])
+        w = g.windows("chrM", starts, length)
+        for row, s in enumerate(starts):
+            want = "".join(seq[p] if 0 <= p < len(seq) else "N" for p in range(s, s + length))
+            assert decode(w[row]) == want
+
+
+def test_fetch_interior(fasta, genome_seqs):
+    g = Genome(fasta)
+    assert decode(g.fetch("chr1", 295, 345)) == genome_seqs["chr1"][295:345].upper()
+
+
+def test_aliases(fasta):
+    g = Genome(fasta)
+    assert g.resolve("1") == "chr1"
+    assert g.resolve("chr1") == "chr1"
+    assert g.resolve("MT") == "chrM"
+    assert g.resolve("M") == "chrM"
+    assert g.resolve("chr9") is None
+    assert "chrMT" in contig_aliases("MT")
+
+
+def test_alias_from_chr_to_bare(tmp_path):
+    fa = write_fasta(tmp_path / "bare.fa", {"1": "ACGT" * 10, "MT": "ACGT" * 5})
+    g = Genome(fa)
+    assert g.resolve("chr1") == "1"
+    assert g.resolve("chrM") == "MT"
+
+
+def test_missing_fasta_is_one_line_error(tmp_path):
+    with pytest.raises(InputError, match="FASTA file not found"):
+        Genome(tmp_path / "nope.fa")
+
+
+def test_unwritable_folder_without_fai(tmp_path, genome_seqs, monkeypatch):
+    write_fasta(tmp_path / "g.fa", genome_seqs)
+    # CI runs as root, who can write anywhere: make the folder look read-only instead
+    import varfx.genome
+    monkeypatch.setattr(varfx.genome.os, "access", lambda path, mode: mode != os.W_OK)
+    with pytest.raises(InputError, match="samtools faidx"):
+        Genome(tmp_path / "g.fa")
+
+
+def test_not_a_fasta(tmp_path):
+    p = tmp_path / "x.fa"
+    p.write_text("this is not a fasta\n")
+    with pytest.raises(InputError):
+        Genome(p)
+
+
+def test_compressed_fasta_refused(tmp_path):
+    p = tmp_path / "x.fa.gz"
+    p.write_bytes(b"\x1f\x8b")
+    with pytest.raises(InputError, match="gunzip"):
+        Genome(p)
+
+
+def test_encode_of_window_matches(fasta, genome_seqs):
+    g = Genome(fasta)
+    assert np.array_equal(g.fetch("chr2", 0, 500), encode(genome_seqs["chr2"]))

@@ -1,0 +1,103 @@
+import pytest
+
+from varfx.errors import InputError, OptionError
+from varfx.genome import Genome
+from varfx.variants import VariantReader, classify_alt, parse_region, variant_kind
+
+from conftest import write_vcf
+
+
+@pytest.mark.parametrize("ref,alt,reason", [
+    ("A", "C", None), ("AC", "GT", None), ("A", "ATT", None), ("ATT", "A", None), ("ACG", "TT", None),
+    ("A", "N", None),
+    ("A", ".", "missing_alt"), ("A", "*", "star_allele"), ("A", "<DEL>", "symbolic_allele"),
+    ("A", "<*>", "symbolic_allele"), ("A", "<NON_REF>", "symbolic_allele"),
+    ("A", "A[chr2:100[", "breakend"), ("A", "]chr2:100]A", "breakend"), ("A", ".A", "breakend"),
+    ("A", "A.", "breakend"), ("A", "R", "invalid_allele"), ("R", "A", "invalid_allele"),
+    ("A", "A", "same_as_ref"),
+])
+def test_classify(ref, alt, reason):
+    assert classify_alt(ref, alt) == reason
+
+
+@pytest.mark.parametrize("ref,alt,kind", [
+    ("A", "C", "snv"), ("AC", "GT", "mnv"), ("A", "AT", "insertion"), ("AT", "A", "deletion"),
+    ("ACG", "TT", "complex"),
+])
+def test_kind(ref, alt, kind):
+    assert variant_kind(ref, alt) == kind
+
+
+def test_parse_region():
+    assert parse_region("chr1:1,000-2,000") == ("chr1", 1000, 2000)
+    assert parse_region("chrX") == ("chrX", None, None)
+    with pytest.raises(OptionError, match="CHROM:START-END"):
+        parse_region("chr1:abc")
+    with pytest.raises(OptionError, match="before the start"):
+        parse_region("chr1:200-100")
+
+
+def test_reader_splits_and_classifies(tmp_path, fasta):
+    vcf = write_vcf(tmp_path / "v.vcf", [
+        ("chr1", 10, "m", "A", "C,G,*"),
+        ("1", 20, "alias", "A", "T"),
+        ("MT", 5, "mito", "C", "<DEL>"),
+        ("chr9", 5, "gone", "A", "C"),
+        ("chr1", 30, ".", "a", "t"),
+        ("chr1", 40, "none", "A", "."),
+    ], contigs={"chr1": 2000, "1": 2000, "MT": 300, "chr9": 100})
+    g = Genome(fasta)
+    sites = list(VariantReader(vcf, g.resolve))
+    assert [s.record for s in sites] == [0, 1, 2, 3, 4, 5]
+    assert sites[0].alts == [(0, "C"), (1, "G")] and sites[0].skipped == [(2, "*", "star_allele")]
+    assert sites[1].contig == "chr1" and sites[1].alts == [(0, "T")]
+    assert sites[2].contig == "chrM" and sites[2].skipped == [(0, "<DEL>", "symbolic_allele")]
+    assert sites[3].contig is None and sites[3].skipped == [(0, "C", "unknown_contig")]
+    assert sites[4].ref == "A" and sites[4].alts == [(0, "T")] and sites[4].id == "."
+    assert sites[5].skipped == [(0, ".", "missing_alt")]
+
+
+def _bgzip_index(vcf_path):
+    pysam = pytest.importorskip("pysam")
+    gz = str(vcf_path) + ".gz"
+    pysam.tabix_compress(str(vcf_path), gz, force=True)
+    pysam.tabix_index(gz, preset="vcf", force=True)
+    return gz
+
+
+def test_region_uses_index(tmp_path, fasta):
+    recs = [("chr1", p, f"v{p}", "A", "C") for p in (100, 200, 300, 400)] + [("chr2", 50, "w", "A", "C")]
+    vcf = write_vcf(tmp_path / "v.vcf", recs, contigs={"chr1": 2000, "chr2": 500})
+    gz = _bgzip_index(vcf)
+    g = Genome(fasta)
+    sites = list(VariantReader(gz, g.resolve, regions=["chr1:150-350"]))
+    assert [s.id for s in sites] == ["v200", "v300"]
+    # the region's contig may be written with the other naming convention
+    sites = list(VariantReader(gz, g.resolve, regions=["2"]))
+    assert [s.id for s in sites] == ["w"]
+
+
+def test_region_without_index_is_clear_error(tmp_path, fasta):
+    vcf = write_vcf(tmp_path / "v.vcf", [("chr1", 100, "a", "A", "C")])
+    with pytest.raises(InputError, match="bcftools index"):
+        VariantReader(vcf, Genome(fasta).resolve, regions=["chr1:1-200"])
+
+
+def test_region_unknown_contig(tmp_path, fasta):
+    vcf = write_vcf(tmp_path / "v.vcf", [("chr1", 100, "a", "A", "C")], contigs={"chr1": 2000})
+    gz = _bgzip_index(vcf)
+    with pytest.raises(OptionError, match="contig chr7 is not in"):
+        VariantReader(gz, Genome(fasta).resolve, regions=["chr7:1-10"])
+
+
+def test_unparseable_files(tmp_path, fasta):
+    empty = tmp_path / "empty.vcf"
+    empty.write_text("")
+    with pytest.raises(InputError, match="is empty"):
+        VariantReader(empty, Genome(fasta).resolve)
+    junk = tmp_path / "junk.vcf"
+    junk.write_text("hello\nworld\n")
+    with pytest.raises(InputError, match="cannot parse"):
+        VariantReader(junk, Genome(fasta).resolve)
+    with pytest.raises(InputError, match="not found"):
+        VariantReader(tmp_path / "missing.vcf", Genome(fasta).resolve)

@@ -1,0 +1,146 @@
+import numpy as np
+import pytest
+
+from varfx.encoding import decode
+from varfx.errors import OptionError, RefMismatchError
+from varfx.genome import Genome
+from varfx.variants import Site
+from varfx.windows import BinSelection, Geometry, align_bins, build_windows, check_sites
+
+
+def text_window(seq: str, start: int, length: int) -> str:
+    return "".join(seq[p].upper() if 0 <= p < len(seq) and seq[p].upper() in "ACGT" else "N"
+                   for p in range(start, start + length))
+
+
+def expected(seq, pos, ref, alt, length, shift=0):
+    """Independent construction of the REF and ALT windows (the documented convention)."""
+    c = length // 2
+    start = pos - 1 - c + shift
+    ref_w = text_window(seq, start, length)
+    left = text_window(seq, start, pos - 1 - start) if pos - 1 > start else ""
+    right = text_window(seq, pos - 1 + len(ref), length)
+    alt_w = (left + alt + right)[:length]
+    return ref_w, alt_w
+
+
+def site_for(seq, contig, pos, ref_len, alts):
+    ref = seq[pos - 1:pos - 1 + ref_len].upper()
+    return Site(0, contig, contig, pos, ".", ref, [(i, a) for i, a in enumerate(alts)])
+
+
+@pytest.mark.parametrize("length", [33, 64])
+@pytest.mark.parametrize("pos,ref_len,alt", [
+    (1000, 1, "A"), (1000, 1, "T"), (1000, 3, "GGG"),  # SNV, MNV
+    (1000, 1, "ACGTACG"), (1000, 6, "C"), (1000, 3, "TT"),  # insertion, deletion, complex
+    (3, 1, "A"), (1, 1, "C"), (1998, 1, "G"), (1995, 4, "A"), (1999, 1, "CAAAAA"),  # contig edges
+])
+def test_windows_match_independent_construction(fasta, genome_seqs, length, pos, ref_len, alt):
+    seq = genome_seqs["chr1"]
+    g = Genome(fasta)
+    geom = Geometry(length, 1, 1, 0)
+    site = site_for(seq, "chr1", pos, ref_len, [alt])
+    wb = build_windows(g, [site], geom)
+    ref_w, alt_w = expected(seq, pos, site.ref, alt, length)
+    assert decode(wb.ref[0]) == ref_w
+    assert decode(wb.alt[0]) == alt_w
+    assert wb.ref[0, length // 2] != 4 or seq[pos - 1].upper() not in "ACGT"
+    assert wb.delta[0] == len(alt) - ref_len
+
+
+def test_extended_frame_holds_every_shift(fasta, genome_seqs):
+    seq = genome_seqs["chr1"]
+    g = Genome(fasta)
+    geom = Geometry(40, 1, 1, 0)
+    site = site_for(seq, "chr1", 500, 2, ["T", "GGGG"])
+    wb = build_windows(g, [site], geom, max_shift=3)
+    for s in (-3, -1, 0, 2, 3):
+        for k, alt in enumerate(["T", "GGGG"]):
+            ref_w, alt_w = expected(seq, 500, site.ref, alt, 40, shift=s)
+            assert decode(wb.ref[wb.ref_row[k], 3 + s: 3 + s + 40]) == ref_w
+            assert decode(wb.alt[k, 3 + s: 3 + s + 40]) == alt_w
+
+
+def test_one_ref_row_per_site(fasta, genome_seqs):
+    g = Genome(fasta)
+    s1 = site_for(genome_seqs["chr1"], "chr1", 100, 1, ["A", "C", "G"])
+    s2 = site_for(genome_seqs["chr2"], "chr2", 50, 1, ["T"])
+    wb = build_windows(g, [s1, s2], Geometry(21, 1, 1, 0))
+    assert wb.ref.shape[0] == 2 and wb.alt.shape[0] == 4
+    assert wb.ref_row.tolist() == [0, 0, 0, 1]
+
+
+def test_check_sites_ref_policies(fasta, genome_seqs):
+    g = Genome(fasta)
+    geom = Geometry(64, 8, 4, 16)
+    seq = genome_seqs["chr1"]
+    good = site_for(seq, "chr1", 305, 2, ["A"])  # inside the soft-masked stretch: matches upper-cased
+    wrong_base = "A" if seq[99].upper() != "A" else "C"
+    bad = Site(1, "chr1", "chr1", 100, ".", wrong_base, [(0, "G"), (1, "T")])
+    n_ok = Site(2, "chr1", "chr1", 101, ".", "N", [(0, "G")])  # N in the VCF matches any base
+    past = Site(3, "chr1", "chr1", 2000, ".", "AC", [(0, "A")])
+    check_sites(g, [good, bad, n_ok, past], geom, 0, "skip", "error")
+    assert good.alts == [(0, "A")]
+    assert bad.alts == [] and bad.skipped == [(0, "G", "ref_mismatch"), (1, "T", "ref_mismatch")]
+    assert n_ok.alts == [(0, "G")]
+    assert past.skipped == [(0, "A", "outside_contig")]
+    bad2 = Site(1, "chr1", "chr1", 100, ".", wrong_base, [(0, "G")])
+    with pytest.raises(RefMismatchError, match=r"chr1:100 REF .* does not match the FASTA"):
+        check_sites(g, [bad2], geom, 0, "error", "error")
+
+
+def test_allele_too_long_and_short_contigs(fasta, genome_seqs):
+    g = Genome(fasta)
+    seq = genome_seqs["chr1"]
+    geom = Geometry(20, 1, 1, 0)  # the variant sits at index 10: 10 bases of room
+    long_ins = site_for(seq, "chr1", 500, 1, [seq[499].upper() + "A" * 10, "C"])
+    check_sites(g, [long_ins], geom, 0)
+    assert [a for _, a in long_ins.alts] == ["C"]
+    assert long_ins.skipped[0][2] == "allele_too_long"
+    big = Geometry(1000, 1, 1, 0)  # chrM is 300 bp
+    m = site_for(genome_seqs["chrM"], "chrM", 10, 1, ["A"])
+    with pytest.raises(OptionError, match="--short-contigs"):
+        check_sites(g, [m], big, 0, "skip", "error")
+    check_sites(g, [m], big, 0, "skip", "skip")
+    assert m.skipped == [(0, "A", "short_contig")]
+    m2 = site_for(genome_seqs["chrM"], "chrM", 10, 1, ["A"])
+    check_sites(g, [m2], big, 0, "skip", "pad")
+    assert m2.alts == [(0, "A")]
+
+
+def test_bin_selection_parse():
+    assert BinSelection.parse("variant").margin == 128
+    assert BinSelection.parse("variant:0").margin == 0
+    assert BinSelection.parse("center:3").count == 3
+    assert BinSelection.parse("all").mode == "all"
+    for bad in ("middle", "center:0", "center:x", "variant:-1"):
+        with pytest.raises(OptionError, match="--bins"):
+            BinSelection.parse(bad)
+
+
+def test_align_bins_snv_variant_margin():
+    # 64-bp input, 8 bins of 4 bp from offset 16: bins cover [16, 48); variant at 32 (bin 4)
+    geom = Geometry(64, 8, 4, 16)
+    rb, ab, m = align_bins(geom, BinSelection("variant", margin=4), np.array([1]), np.array([0]))
+    assert rb[0][m[0]].tolist() == [3, 4, 5] and ab[0][m[0]].tolist() == [3, 4, 5]
+    rb, ab, m = align_bins(geom, BinSelection("variant", margin=0), np.array([3]), np.array([0]))
+    assert rb[0][m[0]].tolist() == [4]  # [32, 35) lies in bin 4
+    rb, ab, m = align_bins(geom, BinSelection("variant", margin=0), np.array([5]), np.array([0]))
+    assert rb[0][m[0]].tolist() == [4, 5]  # [32, 37) reaches bin 5
+    rb, ab, m = align_bins(geom, BinSelection("center", count=2), np.array([1]), np.array([0]))
+    assert rb[0].tolist() == [3, 4] and m.all()
+    rb, ab, m = align_bins(geom, BinSelection("all"), np.array([1]), np.array([0]))
+    assert rb[0].tolist() == list(range(8)) and (rb == ab).all()
+
+
+def test_align_bins_indels_shift_right_side():
+    geom = Geometry(64, 8, 4, 16)  # variant at 32: bins 0..4 start at or before it
+    rb, ab, m = align_bins(geom, BinSelection("all"), np.array([1, 9, 1, 1]), np.array([8, -8, 1, 2]))
+    # +8 bp insertion: right-side bins j compare with ALT bin j+2; those past the end drop out
+    assert ab[0].tolist()[:5] == [0, 1, 2, 3, 4]
+    assert ab[0][5] == 7 and m[0].tolist() == [True] * 6 + [False, False]
+    # -8 bp deletion: right-side bins compare with ALT bin j-2
+    assert ab[1][5:].tolist() == [3, 4, 5] and m[1].all()
+    # +1 bp rounds to no shift; +2 (half a bin) rounds away from zero to +1
+    assert (ab[2] == rb[2]).all()
+    assert ab[3][5] == 6 and ab[3][4] == 4

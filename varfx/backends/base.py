@@ -1,0 +1,113 @@
+"""The small interface every model family implements."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from ..errors import ModelError
+from ..windows import Geometry
+
+ENCODINGS = ("one-hot", "two-hot")
+
+
+class Backend:
+    """A model behind varfx's interface.
+
+    Subclasses set ``encoding``, ``geometry``, ``tracks`` (a DataFrame with at
+    least ``id`` and ``description``), ``strand_pairs`` and ``weight_files``, and
+    implement :meth:`forward`.  The pipeline calls :meth:`predict` on encoded
+    input that is already on the device.
+    """
+
+    name: str = "?"
+    #: one line for `varfx backends`
+    summary: str = ""
+    #: what --weights (and other options) must be, for `varfx backends`
+    needs: str = ""
+
+    encoding: str = "one-hot"
+    geometry: Geometry
+    tracks: pd.DataFrame
+    strand_pairs: list[tuple[int, int]]
+    weight_files: list[Path]
+
+    def __init__(self):
+        self._computed: torch.Tensor | None = None  # indices into tracks, or None for all
+
+    # -- to implement ---------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(batch, L, 4) float on the device -> (batch, bins, tracks) for every track."""
+        raise NotImplementedError
+
+    def to(self, device: torch.device) -> "Backend":
+        raise NotImplementedError
+
+    # -- provided -------------------------------------------------------------
+    @classmethod
+    def track_table(cls, weights: list[str], **options) -> pd.DataFrame:
+        """The model's tracks; backends whose tracks are known without weights override this."""
+        return cls(weights=weights, **options).tracks
+
+    def compute_tracks(self, indices: list[int] | None) -> None:
+        """Restrict what :meth:`predict` returns to ``indices`` (None: all tracks).
+
+        Backends that can skip the work for other tracks override this.
+        """
+        self._computed = None if indices is None else torch.as_tensor(list(indices), dtype=torch.long)
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.forward(x)
+        if self._computed is not None:
+            y = y.index_select(-1, self._computed.to(y.device))
+        return y
+
+    def settings(self) -> dict:
+        """Backend-specific settings recorded in the output's metadata."""
+        return {}
+
+    def describe(self) -> dict:
+        g = self.geometry
+        return {
+            "backend": self.name,
+            "encoding": self.encoding,
+            "input_length": g.input_length,
+            "output_bins": g.output_bins,
+            "bin_size": g.bin_size,
+            "bin_offset": g.bin_offset,
+            "tracks": len(self.tracks),
+        }
+
+
+def tracks_table(tracks) -> pd.DataFrame:
+    """Track names or dicts (from a spec) -> a DataFrame with ``id`` and ``description``."""
+    rows = []
+    for t in tracks:
+        if isinstance(t, str):
+            rows.append({"id": t, "description": t})
+        elif isinstance(t, dict) and "id" in t:
+            rows.append({"description": t.get("id"), **t})
+        else:
+            raise ModelError(f"a track must be a name or an object with an 'id', got {t!r}")
+    table = pd.DataFrame(rows)
+    table["id"] = table["id"].astype(str)
+    table["description"] = table["description"].astype(str)
+    return table
+
+
+def load_state_dict_checked(module: torch.nn.Module, state: dict, source: str) -> None:
+    """Load ``state`` into ``module``; name the first tensor that is missing, extra or misshapen."""
+    own = module.state_dict()
+    for key, value in own.items():
+        if key not in state:
+            raise ModelError(f"{source}: tensor {key} (shape {tuple(value.shape)}) is missing from the weights")
+        if tuple(state[key].shape) != tuple(value.shape):
+            raise ModelError(f"{source}: tensor {key} has shape {tuple(state[key].shape)} in the weights "
+                             f"but the model expects {tuple(value.shape)}")
+    extra = [k for k in state if k not in own]
+    if extra:
+        raise ModelError(f"{source}: the weights have a tensor the model does not: {extra[0]} "
+                         f"(shape {tuple(state[extra[0]].shape)})")
+    module.load_state_dict(state, strict=True)

@@ -1,0 +1,125 @@
+"""``torchscript``: a user's own PyTorch model as a TorchScript file plus a JSON spec.
+
+The spec (``model.json`` next to ``model.pt`` unless ``--spec`` says otherwise)::
+
+    {"input_length": 1024, "encoding": "one-hot", "input_layout": "NLC",
+     "output_bins": 16, "bin_size": 32, "bin_offset": 256,
+     "tracks": [{"id": "t0", "description": "..."}, "t1", ...],
+     "strand_pairs": [[0, 1]],
+     "state_dict": "optional/weights.pt"}
+
+``input_layout`` is ``NLC`` (batch, length, 4) or ``NCL`` (batch, 4, length);
+``output_layout`` is ``NBT`` (batch, bins, tracks; the default) or ``NTB``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from ..errors import InputError, ModelError
+from ..windows import Geometry
+from .base import ENCODINGS, Backend, load_state_dict_checked, tracks_table
+
+_REQUIRED = {"input_length": int, "output_bins": int, "bin_size": int, "bin_offset": int, "tracks": list}
+
+
+def read_spec(path: Path) -> dict:
+    if not path.is_file():
+        raise InputError(f"model spec not found: {path} (write one as described in `varfx backends`, "
+                         "or pass --spec PATH)")
+    try:
+        spec = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path} is not valid JSON: {exc}")
+    if not isinstance(spec, dict):
+        raise InputError(f"{path}: the spec must be a JSON object")
+    for key, typ in _REQUIRED.items():
+        if key not in spec:
+            raise ModelError(f"{path}: the spec has no {key!r} (needed: {', '.join(_REQUIRED)})")
+        if not isinstance(spec[key], typ) or isinstance(spec[key], bool):
+            raise ModelError(f"{path}: {key!r} must be {typ.__name__}, got {spec[key]!r}")
+    if spec["input_length"] < 1 or spec["output_bins"] < 1 or spec["bin_size"] < 1 or spec["bin_offset"] < 0:
+        raise ModelError(f"{path}: input_length, output_bins and bin_size must be positive and bin_offset ≥ 0")
+    if spec["bin_offset"] + spec["output_bins"] * spec["bin_size"] > spec["input_length"]:
+        raise ModelError(f"{path}: the output bins (offset {spec['bin_offset']} + {spec['output_bins']} × "
+                         f"{spec['bin_size']} bp) run past the {spec['input_length']}-bp input")
+    if spec.get("encoding", "one-hot") not in ENCODINGS:
+        raise ModelError(f"{path}: encoding must be one of {', '.join(ENCODINGS)}, got {spec['encoding']!r}")
+    if spec.get("input_layout", "NLC") not in ("NLC", "NCL"):
+        raise ModelError(f"{path}: input_layout must be NLC or NCL, got {spec['input_layout']!r}")
+    if spec.get("output_layout", "NBT") not in ("NBT", "NTB"):
+        raise ModelError(f"{path}: output_layout must be NBT or NTB, got {spec['output_layout']!r}")
+    n = len(spec["tracks"])
+    for pair in spec.get("strand_pairs", []):
+        if (not isinstance(pair, list) or len(pair) != 2 or not all(isinstance(i, int) for i in pair)
+                or not all(0 <= i < n for i in pair) or pair[0] == pair[1]):
+            raise ModelError(f"{path}: strand pair {pair!r} must be two different track indices in 0..{n - 1}")
+    return spec
+
+
+class TorchScriptBackend(Backend):
+    name = "torchscript"
+    summary = "your own PyTorch model: a TorchScript file plus a JSON spec"
+    needs = "--weights MODEL.pt (torch.jit.save); spec MODEL.json beside it or --spec PATH"
+
+    def __init__(self, weights: list[str], spec: str | None = None, **_ignored):
+        super().__init__()
+        if len(weights) != 1:
+            raise ModelError("the torchscript backend takes exactly one --weights file (the TorchScript model)")
+        path = Path(weights[0])
+        if not path.is_file():
+            raise InputError(f"weights file not found: {path}")
+        spec_path = Path(spec) if spec else path.with_suffix(".json")
+        self.spec = read_spec(spec_path)
+        self.weight_files = [path, spec_path]
+        try:
+            self.module = torch.jit.load(str(path), map_location="cpu")
+        except (RuntimeError, ValueError) as exc:
+            raise ModelError(f"{path} is not a TorchScript file ({str(exc).splitlines()[0]}): "
+                             "save the model with torch.jit.save(torch.jit.script(model), PATH)")
+        if "state_dict" in self.spec:
+            sd_path = (spec_path.parent / self.spec["state_dict"])
+            if not sd_path.is_file():
+                raise InputError(f"state_dict file named in {spec_path} not found: {sd_path}")
+            self.weight_files.append(sd_path)
+            state = torch.load(sd_path, map_location="cpu", weights_only=True)
+            load_state_dict_checked(self.module, state, str(sd_path))
+        self.module.eval()
+        s = self.spec
+        self.encoding = s.get("encoding", "one-hot")
+        self.geometry = Geometry(s["input_length"], s["output_bins"], s["bin_size"], s["bin_offset"])
+        self.tracks = tracks_table(s["tracks"])
+        self.strand_pairs = [tuple(p) for p in s.get("strand_pairs", [])]
+        self._ncl = s.get("input_layout", "NLC") == "NCL"
+        self._ntb = s.get("output_layout", "NBT") == "NTB"
+        self._check_output(path)
+
+    def _check_output(self, path: Path) -> None:
+        g = self.geometry
+        x = torch.zeros(1, g.input_length, 4)
+        try:
+            with torch.inference_mode():
+                y = self.forward(x)
+        except Exception as exc:  # the user's model: anything can go wrong
+            raise ModelError(f"{path} fails on a (1, {g.input_length}, 4) input as the spec describes: "
+                             f"{str(exc).strip().splitlines()[0]}")
+        want = (1, g.output_bins, len(self.tracks))
+        if not isinstance(y, torch.Tensor) or tuple(y.shape) != want:
+            got = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
+            raise ModelError(f"{path} returns {got} but the spec says (batch, bins, tracks) = {want}: "
+                             "fix output_bins/tracks in the spec or the model's output")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._ncl:
+            x = x.transpose(1, 2)
+        y = self.module(x)
+        if self._ntb:
+            y = y.transpose(1, 2)
+        return y
+
+    def to(self, device):
+        self.module.to(device)
+        return self

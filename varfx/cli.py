@@ -1,0 +1,132 @@
+"""The command line: a thin shell over the library.  Errors are one line, never a traceback."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from . import __version__
+from .errors import VarfxError
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+class VarfxGroup(click.Group):
+    """A click group that turns every user error into one line on stderr and an exit code."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        def fail(message: str, code: int):
+            click.echo(f"varfx: error: {message}", err=True)
+            sys.exit(code)
+
+        try:
+            rv = super().main(args, prog_name or "varfx", complete_var, standalone_mode=False, **extra)
+        except click.exceptions.Exit as exc:
+            sys.exit(exc.exit_code)
+        except click.exceptions.Abort:
+            fail("aborted", 130)
+        except click.UsageError as exc:
+            hint = f" (see '{exc.ctx.command_path} -h')" if exc.ctx is not None else ""
+            fail(exc.format_message().replace("\n", " ") + hint, exc.exit_code)
+        except click.ClickException as exc:
+            fail(exc.format_message().replace("\n", " "), exc.exit_code)
+        except VarfxError as exc:
+            fail(str(exc).replace("\n", " "), exc.exit_code)
+        except KeyboardInterrupt:
+            fail("interrupted", 130)
+        except MemoryError:
+            fail("out of memory: lower --batch-size", 1)
+        except OSError as exc:
+            where = f": {exc.filename}" if exc.filename else ""
+            fail(f"{exc.strerror or exc}{where}", 1)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+@click.group(cls=VarfxGroup, context_settings=CONTEXT)
+@click.version_option(__version__, "--version", prog_name="varfx")
+def cli():
+    """Score genetic variants with sequence-to-function deep-learning models."""
+
+
+def backend_options(f):
+    """--backend, --weights, --spec: shared by every command that loads a model."""
+    f = click.option("--spec", type=click.Path(dir_okay=False),
+                     help="JSON spec of a torchscript model (default: the weights file with .json).")(f)
+    f = click.option("--weights", "weights", multiple=True, metavar="PATH",
+                     help="Weight file(s) or folder; repeat for ensembles (e.g. CLIPNET folds).")(f)
+    f = click.option("--backend", required=True, metavar="NAME", help="Model family (see `varfx backends`).")(f)
+    return f
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("vcf", type=click.Path(dir_okay=False))
+@click.option("--fasta", required=True, type=click.Path(dir_okay=False), help="Reference genome FASTA (indexed or not).")
+@backend_options
+@click.option("--out", type=click.Path(dir_okay=False), help="HDF5 output (basenji sad.h5 layout).")
+@click.option("--tsv", type=click.Path(dir_okay=False), help="Wide TSV: one row per variant, STAT:TRACK columns.")
+@click.option("--tsv-long", type=click.Path(dir_okay=False), help="Long TSV: one row per variant, track and statistic.")
+@click.option("--region", multiple=True, metavar="CHR:START-END", help="Only these regions (needs a .tbi/.csi index).")
+@click.option("--ref-mismatch", type=click.Choice(["skip", "error"]), default="skip", show_default=True,
+              help="What to do when REF disagrees with the FASTA.")
+@click.option("--short-contigs", type=click.Choice(["error", "skip", "pad"]), default="error", show_default=True,
+              help="Variants on contigs shorter than the model's window.")
+@click.option("--bins", default="variant", show_default=True,
+              help="Bins to sum: variant (±128 bp), variant:MARGIN, all, center:K.")
+@click.option("--stat", "stats", multiple=True, metavar="LIST",
+              help="Statistics: SAD, logSED, D1, D2 (comma list or repeated; default SAD,logSED).")
+@click.option("--pseudocount", type=float, default=1.0, show_default=True, help="c in logSED.")
+@click.option("--rc", is_flag=True, help="Average forward and reverse-complement predictions.")
+@click.option("--shifts", default="0", show_default=True, help="Average over windows shifted by these bp, e.g. -1,0,1.")
+@click.option("--tracks", metavar="SELECTION", help="Index list (0,5-9), a file of track ids, or a regex on descriptions.")
+@click.option("--batch-size", type=int, default=64, show_default=True, help="Sequences per forward pass.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True)
+@click.option("--float32", "float32", is_flag=True, help="Store scores as float32 in HDF5 (default float16).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+def score(vcf, fasta, backend, weights, spec, out, tsv, tsv_long, region, ref_mismatch, short_contigs, bins,
+          stats, pseudocount, rc, shifts, tracks, batch_size, device, precision, float32, quiet):
+    """Score every ALT allele in VCF with a model: REF vs ALT windows, per-track effects."""
+    from .run import score_vcf
+
+    stat_list = [s for chunk in stats for s in chunk.split(",")] or None
+    summary = score_vcf(vcf, fasta, backend, list(weights), out, tsv, tsv_long, region=list(region) or None,
+                        ref_mismatch=ref_mismatch, short_contigs=short_contigs, bins=bins, stats=stat_list,
+                        pseudocount=pseudocount, rc=rc, shifts=shifts, tracks=tracks, batch_size=batch_size,
+                        device=device, precision=precision, float32=float32, quiet=quiet, spec=spec)
+    click.echo(summary.report(), err=True)
+
+
+@cli.command(context_settings=CONTEXT)
+def backends():
+    """List the backends and what each needs."""
+    from .backends import available
+
+    for name, info in available().items():
+        click.echo(f"{name}\t{info['origin']}\t{info['summary']}")
+        if info["needs"]:
+            click.echo(f"\tneeds: {info['needs']}")
+
+
+@cli.command(context_settings=CONTEXT)
+@backend_options
+@click.option("--tracks", metavar="SELECTION", help="Show only these (same syntax as in `varfx score`).")
+def tracks(backend, weights, spec, tracks):
+    """List a model's output tracks (index, id, description)."""
+    from .backends import backend_class
+    from .tracks import select_tracks
+
+    cls = backend_class(backend)
+    table = cls.track_table(list(weights), spec=spec)
+    chosen = select_tracks(table, tracks)
+    click.echo("index\tid\tdescription")
+    for i in chosen:
+        click.echo(f"{i}\t{table['id'].iloc[i]}\t{table['description'].iloc[i]}")
+
+
+def main():
+    cli()
+
+
+if __name__ == "__main__":
+    main()

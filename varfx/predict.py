@@ -1,0 +1,141 @@
+"""One batched, device-agnostic inference loop with reverse-complement and shift ensembles.
+
+Windows arrive as uint8 base codes in an extended frame (L + 2·max|shift|); each
+ensemble member (a shift, forward or reverse complement) is cut, encoded and
+reverse-complemented on the device, the model runs in chunks of ``batch_size``
+under inference mode (and autocast for bf16/fp16), and each member's output is
+mapped back onto the forward, unshifted bins before averaging:
+
+* shift ``s``: output bin j of the shifted window covers forward bin ``j + round(s / bin_size)``;
+* reverse complement: bin j covers forward bin ``bins − 1 − j + e`` (e = 0 when the output is centred)
+  and each track of a strand pair is read from its partner.
+
+Forward bins that a member does not cover (only when |s| ≥ bin_size / 2) are
+averaged over the members that cover them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import torch
+
+from .encoding import one_hot, revcomp_hot
+from .errors import OptionError
+from .windows import round_away
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def resolve_device(text: str) -> torch.device:
+    text = (text or "auto").strip()
+    if text == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(text)
+    except RuntimeError:
+        raise OptionError(f"--device {text!r} is not one of auto, cpu, cuda, cuda:N")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise OptionError(f"--device {text}: no CUDA device is visible; use --device cpu (or auto)")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise OptionError(f"--device {text}: only {torch.cuda.device_count()} CUDA device(s) are visible")
+    elif dev.type != "cpu":
+        raise OptionError(f"--device {text!r} is not one of auto, cpu, cuda, cuda:N")
+    return dev
+
+
+def parse_shifts(text: str | list[int] | None) -> tuple[int, ...]:
+    if text is None or text == "":
+        return (0,)
+    if isinstance(text, (list, tuple)):
+        vals = [int(v) for v in text]
+    else:
+        try:
+            vals = [int(v) for v in str(text).split(",") if v.strip()]
+        except ValueError:
+            raise OptionError(f"--shifts {text!r} must be a comma list of integers, e.g. -1,0,1")
+    if not vals:
+        raise OptionError("--shifts needs at least one integer, e.g. 0")
+    return tuple(dict.fromkeys(vals))
+
+
+class Predictor:
+    """Runs a backend on base-code windows and returns ensemble-averaged predictions."""
+
+    def __init__(self, backend, device: torch.device, precision: str = "fp32", batch_size: int = 64,
+                 rc: bool = False, shifts: tuple[int, ...] = (0,), strand_perm: list[int] | None = None):
+        if precision not in PRECISIONS:
+            raise OptionError(f"--precision {precision!r} is not one of {', '.join(PRECISIONS)}")
+        if batch_size < 1:
+            raise OptionError("--batch-size must be at least 1")
+        self.backend = backend
+        self.device = device
+        self.dtype = PRECISIONS[precision]
+        self.batch_size = batch_size
+        self.geom = backend.geometry
+        self.shifts = shifts
+        self.margin = max(abs(s) for s in shifts)
+        self.members = [(s, False) for s in shifts] + ([(s, True) for s in shifts] if rc else [])
+        self.two_hot = backend.encoding == "two-hot"
+        if self.dtype is not None:
+            try:
+                with torch.autocast(device.type, dtype=self.dtype):
+                    pass
+            except RuntimeError as exc:
+                raise OptionError(f"--precision {precision} is not supported on {device}: {exc}")
+        nb = self.geom.output_bins
+        e = self.geom.rc_bin_shift() if rc else 0
+        self._maps = []
+        j = np.arange(nb)
+        for s, is_rc in self.members:
+            ks = int(round_away(np.array([s / self.geom.bin_size]))[0])
+            src = (nb - 1 - (j - ks - e)) if is_rc else (j - ks)
+            valid = (src >= 0) & (src < nb)
+            self._maps.append((torch.as_tensor(np.clip(src, 0, nb - 1), device=device),
+                               torch.as_tensor(valid, device=device)))
+        self._perm = torch.as_tensor(strand_perm, device=device) if (rc and strand_perm is not None) else None
+        self.members_per_window = len(self.members)
+
+    def _autocast(self):
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
+
+    def _encode(self, codes: torch.Tensor) -> torch.Tensor:
+        x = one_hot(codes)
+        return x * 2 if self.two_hot else x
+
+    @torch.inference_mode()
+    def __call__(self, codes: np.ndarray) -> torch.Tensor:
+        """(N, L + 2·margin) uint8 -> (N, bins, tracks) float32 on the device."""
+        L, m = self.geom.input_length, self.margin
+        t = torch.from_numpy(codes)
+        if self.device.type == "cuda":
+            t = t.pin_memory().to(self.device, non_blocking=True)
+        n = t.shape[0]
+        inputs = []
+        for s, is_rc in self.members:
+            x = self._encode(t[:, m + s: m + s + L])
+            inputs.append(revcomp_hot(x) if is_rc else x)
+        x = torch.cat(inputs, 0) if len(inputs) > 1 else inputs[0]
+        outs = []
+        with self._autocast():
+            for i in range(0, x.shape[0], self.batch_size):
+                outs.append(self.backend.predict(x[i:i + self.batch_size]).float())
+        y = torch.cat(outs, 0) if len(outs) > 1 else outs[0]
+        if len(self.members) == 1 and not self.members[0][1] and self.members[0][0] == 0:
+            return y
+        total = None
+        count = None
+        for k, (s, is_rc) in enumerate(self.members):
+            part = y[k * n:(k + 1) * n]
+            src, valid = self._maps[k]
+            part = part[:, src]
+            if is_rc and self._perm is not None:
+                part = part[..., self._perm]
+            w = valid.to(part.dtype)[None, :, None]
+            total = part * w if total is None else total + part * w
+            count = w if count is None else count + w
+        return total / count.clamp(min=1)

@@ -1,0 +1,288 @@
+"""Wiring one scoring run: reader → checks → windows → batches → model → statistics → writers."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from . import __version__
+from .backends import Backend, load_backend
+from .errors import InputError, OptionError
+from .genome import Genome
+from .predict import Predictor, parse_shifts, resolve_device
+from .scores import Aligned, parse_stats, variant_stats
+from .tracks import select_tracks, strand_permutation, with_strand_partners
+from .variants import Site, VariantReader
+from .windows import INDEL_ALIGNMENT, BinSelection, align_bins, build_windows, check_sites
+from .writers import H5Writer, TSVWriter, VariantRows
+
+REF_POLICIES = ("skip", "error")
+SHORT_CONTIG_POLICIES = ("error", "skip", "pad")
+
+
+@dataclass
+class RunSummary:
+    """What a run read, scored and skipped."""
+
+    records_read: int = 0
+    variants: int = 0
+    scored: int = 0
+    skipped: Counter = field(default_factory=Counter)
+    float16_overflow: dict = field(default_factory=dict)
+    outputs: list = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def skipped_total(self) -> int:
+        return sum(self.skipped.values())
+
+    def report(self) -> str:
+        lines = [f"records read: {self.records_read:,}",
+                 f"variants (ALT alleles): {self.variants:,}",
+                 f"variants scored: {self.scored:,}",
+                 f"variants skipped: {self.skipped_total:,}"]
+        for reason, n in sorted(self.skipped.items(), key=lambda kv: (-kv[1], kv[0])):
+            lines.append(f"  {reason}: {n:,}")
+        over = {s: n for s, n in self.float16_overflow.items() if n}
+        if over:
+            lines.append("values beyond float16 range (stored as inf; rerun with --float32 to keep them): "
+                         + ", ".join(f"{s} {n:,}" for s, n in over.items()))
+        if self.records_read == 0:
+            lines.append("the VCF has no records: the outputs are valid but empty")
+        lines.append("wrote: " + ", ".join(str(p) for p in self.outputs))
+        return "\n".join(lines)
+
+
+def sha256(path: Path, block: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(block):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _check_out(path: Path | None, flag: str) -> Path | None:
+    if path is None:
+        return None
+    path = Path(path)
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise OptionError(f"{flag} {path}: folder {parent} does not exist (create it first)")
+    if not os.access(parent, os.W_OK):
+        raise OptionError(f"{flag} {path}: folder {parent} is not writable")
+    return path
+
+
+class _Rows:
+    """Accumulates variant identifiers (and scores) until written in a chunk."""
+
+    def __init__(self):
+        self.clear()
+
+    def clear(self):
+        self.record, self.alt_index, self.chrom, self.pos, self.id, self.ref, self.alt = ([] for _ in range(7))
+        self.reason, self.scores = [], []
+
+    def add(self, site: Site, alt_index: int, alt: str, reason: str | None = None):
+        self.record.append(site.record)
+        self.alt_index.append(alt_index)
+        self.chrom.append(site.chrom)
+        self.pos.append(site.pos)
+        self.id.append(site.id)
+        self.ref.append(site.ref)
+        self.alt.append(alt)
+        if reason is not None:
+            self.reason.append(reason)
+
+    def __len__(self):
+        return len(self.chrom)
+
+    def rows(self) -> VariantRows:
+        return VariantRows(np.asarray(self.record, dtype=np.int64), np.asarray(self.alt_index, dtype=np.int32),
+                           self.chrom, np.asarray(self.pos, dtype=np.int64), self.id, self.ref, self.alt)
+
+
+def score_vcf(vcf, fasta, backend: str | Backend, weights=None, out=None, tsv=None, tsv_long=None, *,
+              region=None, ref_mismatch: str = "skip", short_contigs: str = "error", bins: str = "variant",
+              stats=None, pseudocount: float = 1.0, rc: bool = False, shifts=None, tracks: str | None = None,
+              batch_size: int = 64, device: str = "auto", precision: str = "fp32", float32: bool = False,
+              quiet: bool = True, write_chunk: int = 4096, **backend_options) -> RunSummary:
+    """Score every ALT allele of a VCF with a model; write HDF5 (and TSV) outputs.
+
+    Returns a :class:`RunSummary`.  See ``varfx score --help`` for the options.
+    """
+    t0 = time.perf_counter()
+    if ref_mismatch not in REF_POLICIES:
+        raise OptionError(f"--ref-mismatch {ref_mismatch!r} is not one of {', '.join(REF_POLICIES)}")
+    if short_contigs not in SHORT_CONTIG_POLICIES:
+        raise OptionError(f"--short-contigs {short_contigs!r} is not one of {', '.join(SHORT_CONTIG_POLICIES)}")
+    if pseudocount < 0:
+        raise OptionError("--pseudocount must be ≥ 0")
+    if out is None and tsv is None and tsv_long is None:
+        raise OptionError("nothing to write: give --out scores.h5 (and/or --tsv / --tsv-long)")
+    out, tsv, tsv_long = _check_out(out, "--out"), _check_out(tsv, "--tsv"), _check_out(tsv_long, "--tsv-long")
+    named = [p.resolve() for p in (out, tsv, tsv_long) if p is not None]
+    if len(set(named)) != len(named):
+        raise OptionError("--out, --tsv and --tsv-long must be different files")
+    stats = parse_stats(stats)
+    shifts = parse_shifts(shifts)
+    sel = BinSelection.parse(bins)
+    dev = resolve_device(device)
+    vcf = Path(vcf)
+
+    genome = Genome(fasta)
+    if isinstance(backend, str):
+        model = load_backend(backend, weights, **backend_options)
+    else:
+        model = backend
+    reader = VariantReader(vcf, genome.resolve, regions=[region] if isinstance(region, str) else region)
+    chosen = select_tracks(model.tracks, tracks)
+    computed = with_strand_partners(chosen, model.strand_pairs) if rc else chosen
+    model.compute_tracks(None if len(computed) == len(model.tracks) else computed)
+    out_cols = torch.as_tensor([computed.index(t) for t in chosen], device=dev)
+    slice_out = len(chosen) != len(computed)
+    model.to(dev)
+    predictor = Predictor(model, dev, precision, batch_size, rc, shifts,
+                          strand_permutation(computed, model.strand_pairs))
+    geom = model.geometry
+
+    track_ids = [str(model.tracks["id"].iloc[i]) for i in chosen]
+    track_labels = [str(model.tracks["description"].iloc[i]) for i in chosen]
+    attrs = {
+        "varfx_version": __version__,
+        "backend": model.name,
+        **{f"backend_{k}": v for k, v in model.settings().items()},
+        "weights": [str(p) for p in model.weight_files],
+        "weights_sha256": [sha256(p) for p in model.weight_files],
+        "vcf": str(vcf),
+        "vcf_sha256": sha256(vcf),
+        "region": list(reader.regions),
+        "fasta": str(genome.path),
+        "fasta_fai_sha256": sha256(Path(str(genome.path) + ".fai")),
+        "encoding": model.encoding,
+        "window_length": geom.input_length,
+        "window_center_index": geom.center,
+        "output_bins": geom.output_bins,
+        "bin_size": geom.bin_size,
+        "bin_offset": geom.bin_offset,
+        "bins": sel.describe(),
+        "stats": list(stats),
+        "pseudocount": pseudocount,
+        "rc": rc,
+        "shifts": list(shifts),
+        "ref_mismatch": ref_mismatch,
+        "short_contigs": short_contigs,
+        "indel_alignment": INDEL_ALIGNMENT,
+        "tracks_selected": tracks or "all",
+        "track_indices": chosen,
+        "precision": precision,
+        "device": str(dev),
+        "torch_version": torch.__version__,
+    }
+    writers = []
+    summary = RunSummary()
+    try:
+        if out is not None:
+            writers.append(H5Writer(out, track_ids, track_labels, stats, attrs, float32=float32))
+        if tsv is not None:
+            writers.append(TSVWriter(tsv, track_ids, stats))
+        if tsv_long is not None:
+            writers.append(TSVWriter(tsv_long, track_ids, stats, long=True))
+        h5 = writers[0] if out is not None else None
+        scored, skipped = _Rows(), _Rows()
+        pending: list[Site] = []
+        pending_seqs = 0
+        per_window = predictor.members_per_window
+        bar = tqdm(unit=" variants", disable=quiet, file=sys.stderr, dynamic_ncols=True, mininterval=0.5)
+
+        def flush_scores(force=False):
+            if scored.scores and (force or len(scored) >= write_chunk):
+                block = {s: np.concatenate([b[s] for b in scored.scores]) for s in stats}
+                rows = scored.rows()
+                for w in writers:
+                    w.write(rows, block)
+                scored.clear()
+
+        def flush_skipped(force=False):
+            if len(skipped) and (force or len(skipped) >= write_chunk):
+                if h5 is not None:
+                    h5.write_skipped(skipped.rows(), skipped.reason)
+                skipped.clear()
+
+        def run_batch():
+            nonlocal pending, pending_seqs
+            if not pending:
+                return
+            wb = build_windows(genome, pending, geom, predictor.margin)
+            codes = np.concatenate([wb.ref, wb.alt], 0)
+            pred = predictor(codes)
+            r = wb.ref.shape[0]
+            ref_bins, alt_bins, mask = align_bins(geom, sel, wb.ref_len, wb.delta)
+            al = Aligned(torch.as_tensor(wb.ref_row, device=dev), torch.as_tensor(ref_bins, device=dev),
+                         torch.as_tensor(alt_bins, device=dev), torch.as_tensor(mask, device=dev))
+            res = variant_stats(pred[:r], pred[r:], al, stats, pseudocount)
+            if slice_out:
+                res = {s: v.index_select(1, out_cols) for s, v in res.items()}
+            scored.scores.append({s: v.cpu().numpy() for s, v in res.items()})
+            n = 0
+            for site in pending:
+                for i, alt in site.alts:
+                    scored.add(site, i, alt)
+                    n += 1
+            summary.scored += n
+            bar.update(n)
+            pending, pending_seqs = [], 0
+            flush_scores()
+
+        for site in reader:
+            if site.alts:
+                check_sites(genome, [site], geom, predictor.margin, ref_mismatch, short_contigs)
+            for i, alt, reason in site.skipped:
+                skipped.add(site, i, alt, reason)
+                summary.skipped[reason] += 1
+            summary.variants += len(site.alts) + len(site.skipped)
+            if site.skipped:
+                bar.update(len(site.skipped))
+                flush_skipped()
+            if site.alts:
+                need = (1 + len(site.alts)) * per_window
+                if pending and pending_seqs + need > batch_size:
+                    run_batch()
+                pending.append(site)
+                pending_seqs += need
+                if pending_seqs >= batch_size:
+                    run_batch()
+        run_batch()
+        flush_scores(force=True)
+        flush_skipped(force=True)
+        bar.close()
+        summary.records_read = reader.records_read
+        summary.seconds = time.perf_counter() - t0
+        if h5 is not None:
+            summary.float16_overflow = dict(h5.overflow)
+        final = {"records_read": summary.records_read, "variants": summary.variants,
+                 "variants_scored": summary.scored, "variants_skipped": summary.skipped_total,
+                 "skipped_by_reason": dict(summary.skipped), "float16_overflow": summary.float16_overflow,
+                 "seconds": round(summary.seconds, 3)}
+        for w in writers:
+            w.finish(final)
+            summary.outputs.append(w.path)
+    except BaseException:
+        for w in writers:
+            w.abort()
+        raise
+    finally:
+        reader.close()
+        genome.close()
+    if summary.scored + summary.skipped_total != summary.variants:  # an internal invariant, not user input
+        raise AssertionError("variant accounting does not add up")
+    return summary

@@ -1,0 +1,207 @@
+"""Reading variants from VCF/BCF (cyvcf2): one site per record, ALTs split and classified.
+
+Each record becomes a :class:`Site`.  Its ALT alleles are either kept for scoring
+or listed in ``Site.skipped`` with a reason from :data:`SKIP_REASONS`; nothing is
+dropped silently.  Contig names are matched to the genome through a resolver
+(``chr1`` ↔ ``1``, ``chrM`` ↔ ``MT``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+from .errors import InputError, OptionError
+
+#: Why an ALT allele was not scored.
+SKIP_REASONS = {
+    "missing_alt": "ALT is '.' (no alternate allele)",
+    "star_allele": "ALT is '*' (an allele deleted by an upstream variant)",
+    "symbolic_allele": "ALT is symbolic, e.g. <DEL> or <*>",
+    "breakend": "ALT is a breakend (contains [ or ], or starts/ends with '.')",
+    "invalid_allele": "REF or ALT has characters other than A, C, G, T, N",
+    "same_as_ref": "ALT equals REF",
+    "unknown_contig": "the contig is not in the FASTA (after trying chr/no-chr and M/MT aliases)",
+    "outside_contig": "REF runs past the end of the contig",
+    "ref_mismatch": "REF does not match the FASTA",
+    "allele_too_long": "REF or ALT does not fit in the model's window",
+    "short_contig": "the contig is shorter than the model's window (--short-contigs skip)",
+}
+
+_VALID = re.compile(r"^[ACGTN]+$")
+
+
+@dataclass(slots=True)
+class Site:
+    """One VCF record: the ALTs to score and the ALTs skipped with a reason."""
+
+    record: int  # 0-based index of the record in the input (after --region)
+    chrom: str  # contig as written in the VCF
+    contig: str | None  # the FASTA's name for it (None when unknown)
+    pos: int  # 1-based VCF POS
+    id: str  # VCF ID or '.'
+    ref: str  # upper case
+    alts: list[tuple[int, str]] = field(default_factory=list)  # (alt_index, ALT) to score
+    skipped: list[tuple[int, str, str]] = field(default_factory=list)  # (alt_index, ALT, reason)
+
+    def skip_all(self, reason: str) -> None:
+        """Move every ALT still to be scored into ``skipped`` with ``reason``."""
+        self.skipped.extend((i, a, reason) for i, a in self.alts)
+        self.alts = []
+        self.skipped.sort()
+
+
+def variant_kind(ref: str, alt: str) -> str:
+    """'snv', 'mnv', 'insertion', 'deletion' or 'complex' for a REF/ALT pair."""
+    if len(ref) == len(alt):
+        return "snv" if len(ref) == 1 else "mnv"
+    if len(alt) > len(ref) and alt.startswith(ref):
+        return "insertion"
+    if len(ref) > len(alt) and ref.startswith(alt):
+        return "deletion"
+    return "complex"
+
+
+def variant_name(chrom: str, pos: int, ref: str, alt: str) -> str:
+    return f"{chrom}:{pos}:{ref}:{alt}"
+
+
+def classify_alt(ref: str, alt: str) -> str | None:
+    """The skip reason for an ALT allele, or None if it can be scored."""
+    if alt in (".", ""):
+        return "missing_alt"
+    if alt == "*":
+        return "star_allele"
+    if alt.startswith("<"):
+        return "symbolic_allele"
+    if "[" in alt or "]" in alt or alt.startswith(".") or alt.endswith("."):
+        return "breakend"
+    if not _VALID.match(alt) or not _VALID.match(ref):
+        return "invalid_allele"
+    if alt == ref:
+        return "same_as_ref"
+    return None
+
+
+def parse_region(text: str) -> tuple[str, int | None, int | None]:
+    """'chr1:1000-2000' / 'chr1:1,000-2,000' / 'chr1' -> (contig, start, end), 1-based inclusive."""
+    m = re.fullmatch(r"\s*([^:\s]+)(?::([\d,]+)(?:-([\d,]+))?)?\s*", text)
+    if not m:
+        raise OptionError(f"--region {text!r} is not of the form CHROM:START-END (e.g. chr1:1000000-2000000)")
+    chrom, start, end = m.group(1), m.group(2), m.group(3)
+    start_i = int(start.replace(",", "")) if start else None
+    end_i = int(end.replace(",", "")) if end else None
+    if start_i is not None and end_i is not None and end_i < start_i:
+        raise OptionError(f"--region {text!r}: the end is before the start")
+    return chrom, start_i, end_i
+
+
+def _has_index(path: Path) -> bool:
+    return any(Path(str(path) + ext).exists() for ext in (".tbi", ".csi"))
+
+
+def open_vcf(path: str | os.PathLike, samples: bool | list[str] = False):
+    """Open a VCF/VCF.gz/BCF with cyvcf2; a one-line error if it cannot be parsed.
+
+    With ``samples=False`` genotype columns are not parsed at all (faster, and
+    tolerant of FORMAT fields htslib cannot read).
+    """
+    from cyvcf2 import VCF
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"VCF file not found: {path}")
+    if not os.access(path, os.R_OK):
+        raise InputError(f"VCF file is not readable: {path} (check its permissions)")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path} is empty: a VCF needs at least a ##fileformat line and a #CHROM header")
+    kwargs = {}
+    if samples is False:
+        kwargs["samples"] = []
+    elif isinstance(samples, list):
+        kwargs["samples"] = samples
+    try:
+        return VCF(str(path), **kwargs)
+    except Exception as exc:  # cyvcf2 raises bare Exception/OSError for bad headers
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(f"cannot parse {path} as VCF/BCF ({msg}): check its header with `bcftools view -h {path}`")
+
+
+class VariantReader:
+    """Iterate the sites of a VCF/BCF, optionally restricted to regions.
+
+    ``resolve_contig`` maps the VCF's contig names to the FASTA's (None for unknown).
+    After iteration ``records_read`` holds the number of records seen.
+    """
+
+    def __init__(self, path, resolve_contig: Callable[[str], str | None],
+                 regions: list[str] | None = None):
+        self.path = Path(path)
+        self.resolve_contig = resolve_contig
+        self.regions = list(regions or [])
+        self.records_read = 0
+        self._vcf = open_vcf(self.path)
+        if self.regions and not _has_index(self.path):
+            raise InputError(
+                f"--region needs an index next to {self.path}: run `bcftools index {self.path}` "
+                f"(or `tabix -p vcf {self.path}` for a bgzipped VCF)")
+        self._queries = [self._region_query(r) for r in self.regions]
+
+    def _region_query(self, text: str) -> str:
+        chrom, start, end = parse_region(text)
+        names = set(self._vcf.seqnames)
+        if chrom not in names:
+            from .genome import contig_aliases
+            alias = next((a for a in contig_aliases(chrom) if a in names), None)
+            if alias is None:
+                raise OptionError(f"--region {text!r}: contig {chrom} is not in {self.path.name} "
+                                  f"(its contigs: {', '.join(sorted(names)[:10])})")
+            chrom = alias
+        if start is None:
+            return chrom
+        return f"{chrom}:{start}-{end}" if end is not None else f"{chrom}:{start}"
+
+    def _records(self):
+        if not self._queries:
+            yield from self._vcf
+            return
+        for q in self._queries:
+            yield from self._vcf(q)
+
+    def __iter__(self) -> Iterator[Site]:
+        resolve = self.resolve_contig
+        cache: dict[str, str | None] = {}
+        records = self._records()
+        while True:
+            try:
+                rec = next(records)
+            except StopIteration:
+                break
+            except Exception as exc:
+                raise InputError(f"{self.path}: record {self.records_read + 1} could not be parsed "
+                                 f"({str(exc).splitlines()[0]}); fix or remove it (bcftools view reports the line)")
+            index = self.records_read
+            self.records_read += 1
+            chrom = rec.CHROM
+            if chrom not in cache:
+                cache[chrom] = resolve(chrom)
+            contig = cache[chrom]
+            ref = rec.REF.upper()
+            alts = rec.ALT or ["."]
+            site = Site(index, chrom, contig, rec.POS, rec.ID or ".", ref)
+            for i, alt in enumerate(alts):
+                alt = alt.upper() if not alt.startswith("<") else alt
+                reason = classify_alt(ref, alt)
+                if reason is None and contig is None:
+                    reason = "unknown_contig"
+                if reason is None:
+                    site.alts.append((i, alt))
+                else:
+                    site.skipped.append((i, alt, reason))
+            yield site
+
+    def close(self):
+        self._vcf.close()

@@ -1,0 +1,235 @@
+"""REF and ALT windows around variants, REF checks, and the REF↔ALT bin alignment.
+
+Conventions (docs/windows.md has the pictures):
+
+* A window of length L puts the variant's first REF base (VCF POS) at index
+  ``c = L // 2`` (0-based): the exact centre for odd L, the right of the two
+  central bases for even L.  A shift ``s`` moves the window ``s`` bp to the
+  right, so the variant sits at ``c - s``.
+* The ALT window keeps the REF window's left part, puts the ALT allele in place
+  of the REF allele, and fills up to L with the genome that follows the REF
+  allele: an insertion pushes sequence out on the right, a deletion pulls more
+  genome in on the right.
+* Bin alignment for indels ("left-anchored bin shift"): REF bins that start at
+  or before the variant are compared with the same ALT bin; REF bins that start
+  after it are compared with ALT bin ``j + k``, ``k = round(d / bin_size)``
+  (``d = len(ALT) - len(REF)``, halves away from zero).  Pairs whose ALT bin
+  falls outside the output are left out of both sums.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .encoding import encode
+from .errors import OptionError, RefMismatchError
+from .variants import Site
+
+INDEL_ALIGNMENT = "left-anchored-bin-shift"
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Where a model's input and output sit: input length, output bins and their offset."""
+
+    input_length: int
+    output_bins: int
+    bin_size: int
+    bin_offset: int  # bp from the window start to the start of bin 0
+
+    @property
+    def center(self) -> int:
+        return self.input_length // 2
+
+    def rc_bin_shift(self) -> int:
+        """e such that reverse-complement bin j aligns with forward bin (bins-1-j)+e."""
+        span = self.input_length - 2 * self.bin_offset - self.output_bins * self.bin_size
+        if span % self.bin_size:
+            raise OptionError("--rc needs output bins placed symmetrically (to a whole bin) in the input window; "
+                              "this model's are not")
+        return span // self.bin_size
+
+
+def round_away(x: np.ndarray) -> np.ndarray:
+    """Round halves away from zero (so that +d and -d shift by mirrored amounts)."""
+    return (np.sign(x) * np.floor(np.abs(x) + 0.5)).astype(np.int64)
+
+
+@dataclass
+class BinSelection:
+    """Which bins to sum, as ``mode`` ('variant', 'all' or 'center') and a size."""
+
+    mode: str = "variant"
+    margin: int = 128  # bp each side of the REF allele, for mode 'variant'
+    count: int = 0  # K for mode 'center'
+
+    @classmethod
+    def parse(cls, text: str | None) -> "BinSelection":
+        text = (text or "variant").strip()
+        try:
+            if text == "all":
+                return cls("all")
+            if text == "variant":
+                return cls("variant")
+            if text.startswith("variant:"):
+                margin = int(text.split(":", 1)[1])
+                if margin < 0:
+                    raise ValueError
+                return cls("variant", margin=margin)
+            if text.startswith("center:"):
+                k = int(text.split(":", 1)[1])
+                if k < 1:
+                    raise ValueError
+                return cls("center", count=k)
+        except ValueError:
+            pass
+        raise OptionError(f"--bins {text!r} is not one of: variant, variant:MARGIN_BP, all, center:K "
+                          "(e.g. --bins center:10)")
+
+    def describe(self) -> str:
+        if self.mode == "variant":
+            return f"variant:{self.margin}"
+        if self.mode == "center":
+            return f"center:{self.count}"
+        return "all"
+
+
+def align_bins(geom: Geometry, sel: BinSelection, ref_len: np.ndarray, delta: np.ndarray):
+    """Per variant, the REF bins to sum, their ALT counterparts and a validity mask.
+
+    Returns ``(ref_bins, alt_bins, mask)``, each (V, K); entries with mask False
+    are padding or pairs whose ALT bin is outside the output.
+    """
+    nb, bs, off, c = geom.output_bins, geom.bin_size, geom.bin_offset, geom.center
+    v = ref_len.shape[0]
+    bins = np.arange(nb, dtype=np.int64)
+    if sel.mode == "all":
+        ref_bins = np.broadcast_to(bins, (v, nb)).copy()
+        base_mask = np.ones((v, nb), dtype=bool)
+    elif sel.mode == "center":
+        k = min(sel.count, nb)
+        first = (nb - k) // 2
+        ref_bins = np.broadcast_to(bins[first:first + k], (v, k)).copy()
+        base_mask = np.ones((v, k), dtype=bool)
+    else:
+        lo = np.full(v, c - sel.margin, dtype=np.int64)
+        hi = c + ref_len + sel.margin  # exclusive, per variant
+        first = np.clip((lo - off) // bs, 0, nb)
+        last = np.clip(-((-(hi - off)) // bs), 0, nb)  # ceil
+        width = int((last - first).max(initial=0)) or 1
+        ref_bins = first[:, None] + np.arange(width)[None, :]
+        base_mask = ref_bins < last[:, None]
+        ref_bins = np.minimum(ref_bins, nb - 1)
+    k_shift = round_away(delta / bs)
+    right = (off + ref_bins * bs) > c
+    alt_bins = ref_bins + np.where(right, k_shift[:, None], 0)
+    mask = base_mask & (alt_bins >= 0) & (alt_bins < nb)
+    alt_bins = np.clip(alt_bins, 0, nb - 1)
+    return ref_bins, alt_bins, mask
+
+
+def check_sites(genome, sites: list[Site], geom: Geometry, max_shift: int,
+                ref_policy: str = "skip", short_contigs: str = "error") -> None:
+    """REF against the FASTA, alleles that fit, short contigs: move failing ALTs to ``skipped``."""
+    room = geom.input_length - geom.center - max_shift  # bases from the variant to the window end
+    for site in sites:
+        if not site.alts:
+            continue
+        clen = genome.length(site.contig)
+        if clen < geom.input_length:
+            if short_contigs == "skip":
+                site.skip_all("short_contig")
+                continue
+            if short_contigs == "error":
+                raise OptionError(
+                    f"contig {site.chrom} ({clen:,} bp) is shorter than the model's {geom.input_length:,}-bp window: "
+                    "pass --short-contigs skip to list its variants as skipped, or --short-contigs pad "
+                    "to score them on N-padded windows")
+        pos0 = site.pos - 1
+        if pos0 < 0 or pos0 + len(site.ref) > clen:
+            site.skip_all("outside_contig")
+            continue
+        fasta = genome.codes(site.contig)[pos0:pos0 + len(site.ref)]
+        vcf = encode(site.ref)
+        if not np.all((fasta == vcf) | (vcf == 4)):
+            if ref_policy == "error":
+                from .encoding import decode
+                raise RefMismatchError(
+                    f"{site.chrom}:{site.pos} REF {site.ref} does not match the FASTA ({decode(fasta)}): "
+                    "check that the FASTA is the genome the VCF was called against, "
+                    "or pass --ref-mismatch skip to list such variants as skipped")
+            site.skip_all("ref_mismatch")
+            continue
+        keep = []
+        for i, alt in site.alts:
+            if max(len(site.ref), len(alt)) > room:
+                site.skipped.append((i, alt, "allele_too_long"))
+            else:
+                keep.append((i, alt))
+        if len(keep) != len(site.alts):
+            site.alts = keep
+            site.skipped.sort()
+
+
+@dataclass
+class WindowBatch:
+    """Base-code windows for a batch of sites, in the extended frame (L + 2·max|shift|).
+
+    ``ref`` is (S, Lx) for the sites, ``alt`` is (V, Lx) for their ALT alleles;
+    ``ref_row[v]`` is the row of ``ref`` that variant ``v`` is compared with.
+    """
+
+    ref: np.ndarray
+    alt: np.ndarray
+    ref_row: np.ndarray
+    ref_len: np.ndarray
+    delta: np.ndarray
+    margin: int  # max |shift|: window for shift s is columns [margin + s, margin + s + L)
+
+
+def build_windows(genome, sites: list[Site], geom: Geometry, max_shift: int = 0) -> WindowBatch:
+    """Cut REF windows and splice ALT alleles in, for every scorable ALT of ``sites``.
+
+    Sites must have passed :func:`check_sites` and share nothing but the genome.
+    """
+    L, c, m = geom.input_length, geom.center, max_shift
+    lx = L + 2 * m
+    s_n = len(sites)
+    ref = np.empty((s_n, lx), dtype=np.uint8)
+    by_contig: dict[str, list[int]] = {}
+    for row, site in enumerate(sites):
+        by_contig.setdefault(site.contig, []).append(row)
+    starts = np.array([site.pos - 1 - c - m for site in sites], dtype=np.int64)
+    for contig, rows in by_contig.items():
+        rows_a = np.asarray(rows)
+        ref[rows_a] = genome.windows(contig, starts[rows_a], lx)
+
+    ref_row, ref_len, alt_len, alts = [], [], [], []
+    for row, site in enumerate(sites):
+        for _, alt in site.alts:
+            ref_row.append(row)
+            ref_len.append(len(site.ref))
+            alt_len.append(len(alt))
+            alts.append(alt)
+    ref_row_a = np.asarray(ref_row, dtype=np.int64)
+    ref_len_a = np.asarray(ref_len, dtype=np.int64)
+    alt_len_a = np.asarray(alt_len, dtype=np.int64)
+    alt = ref[ref_row_a]  # a copy: fancy indexing
+    col = c + m  # index of the variant in the extended frame
+    same = ref_len_a == alt_len_a
+    if same.any():  # SNVs and MNVs: overwrite the REF bases in place, all at once
+        idx = np.flatnonzero(same)
+        codes = np.concatenate([encode(alts[i]) for i in idx])
+        rows = np.repeat(idx, alt_len_a[idx])
+        offs = np.concatenate([np.arange(n) for n in alt_len_a[idx]])
+        alt[rows, col + offs] = codes
+    for i in np.flatnonzero(~same):  # indels and complex pairs: splice and refill on the right
+        site = sites[ref_row_a[i]]
+        a = encode(alts[i])
+        tail_len = lx - col - len(a)
+        tail_start = site.pos - 1 + len(site.ref)
+        alt[i, col:col + len(a)] = a
+        alt[i, col + len(a):] = genome.windows(site.contig, np.array([tail_start]), tail_len)[0]
+    return WindowBatch(ref, alt, ref_row_a, ref_len_a, alt_len_a - ref_len_a, m)

@@ -1,0 +1,189 @@
+"""Output writers: HDF5 (basenji sad.h5 layout), wide and long TSV.
+
+Every writer writes to ``<final>.partial`` and renames it to the final name in
+:meth:`finish`, after everything is flushed; the HDF5 file also carries the
+attribute ``complete`` (False until the end).  A file at its final name is
+therefore always complete.  Rows are appended in chunks as the run goes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+FLOAT16_MAX = float(np.finfo(np.float16).max)
+STR = h5py.string_dtype("utf-8")
+PARTIAL = ".partial"
+
+
+def partial_path(path: Path) -> Path:
+    return path.with_name(path.name + PARTIAL)
+
+
+@dataclass
+class VariantRows:
+    """Identifiers of a chunk of scored variants (all arrays of equal length)."""
+
+    record: np.ndarray  # int64
+    alt_index: np.ndarray  # int32
+    chrom: list[str]
+    pos: np.ndarray  # int64, 1-based
+    id: list[str]
+    ref: list[str]
+    alt: list[str]
+
+    def __len__(self):
+        return len(self.chrom)
+
+    def names(self) -> list[str]:
+        return [i if i != "." else f"{c}:{p}:{r}:{a}"
+                for i, c, p, r, a in zip(self.id, self.chrom, self.pos.tolist(), self.ref, self.alt)]
+
+
+def _append(ds, values) -> None:
+    n = ds.shape[0]
+    ds.resize(n + len(values), axis=0)
+    ds[n:] = values
+
+
+def _attr_value(v):
+    if isinstance(v, (dict, list, tuple)):
+        return json.dumps(v)
+    if v is None:
+        return ""
+    if isinstance(v, str):
+        return str(v)  # plain str: h5py cannot store str subclasses such as torch's TorchVersion
+    return v
+
+
+class H5Writer:
+    """Scores in the layout of basenji's sad.h5, plus a ``skipped`` group and run metadata."""
+
+    def __init__(self, path: str | os.PathLike, track_ids: list[str], track_labels: list[str],
+                 stats: tuple[str, ...], attrs: dict, float32: bool = False, chunk_rows: int | None = None):
+        self.path = Path(path)
+        self.tmp = partial_path(self.path)
+        self.stats = stats
+        self.n_tracks = len(track_ids)
+        self.dtype = np.float32 if float32 else np.float16
+        self.overflow = {s: 0 for s in stats}
+        self.rows = 0
+        rows = chunk_rows or max(1, min(1024, (4 << 20) // max(1, 2 * self.n_tracks)))
+        self.f = h5py.File(self.tmp, "w")
+        f = self.f
+        f.attrs["complete"] = False
+        for k, v in attrs.items():
+            f.attrs[k] = _attr_value(v)
+        f.attrs["settings"] = json.dumps(attrs, default=str)
+        for name in ("snp", "chr", "ref_allele", "alt_allele", "id"):
+            f.create_dataset(name, (0,), maxshape=(None,), dtype=STR, chunks=(4096,))
+        f.create_dataset("pos", (0,), maxshape=(None,), dtype=np.uint32, chunks=(4096,))
+        f.create_dataset("record", (0,), maxshape=(None,), dtype=np.int64, chunks=(4096,))
+        f.create_dataset("alt_index", (0,), maxshape=(None,), dtype=np.int16, chunks=(4096,))
+        f.create_dataset("target_ids", data=np.array(track_ids, dtype=object), dtype=STR)
+        f.create_dataset("target_labels", data=np.array(track_labels, dtype=object), dtype=STR)
+        for s in stats:
+            f.create_dataset(s, (0, self.n_tracks), maxshape=(None, self.n_tracks), dtype=self.dtype,
+                             chunks=(rows, self.n_tracks))
+        g = f.create_group("skipped")
+        for name in ("chr", "id", "ref_allele", "alt_allele", "reason"):
+            g.create_dataset(name, (0,), maxshape=(None,), dtype=STR, chunks=(1024,))
+        g.create_dataset("pos", (0,), maxshape=(None,), dtype=np.uint32, chunks=(1024,))
+        g.create_dataset("record", (0,), maxshape=(None,), dtype=np.int64, chunks=(1024,))
+        g.create_dataset("alt_index", (0,), maxshape=(None,), dtype=np.int16, chunks=(1024,))
+
+    def write(self, rows: VariantRows, scores: dict[str, np.ndarray]) -> None:
+        f = self.f
+        _append(f["snp"], rows.names())
+        _append(f["chr"], rows.chrom)
+        _append(f["pos"], rows.pos.astype(np.uint32))
+        _append(f["id"], rows.id)
+        _append(f["ref_allele"], rows.ref)
+        _append(f["alt_allele"], rows.alt)
+        _append(f["record"], rows.record)
+        _append(f["alt_index"], rows.alt_index.astype(np.int16))
+        for s in self.stats:
+            vals = scores[s]
+            if self.dtype == np.float16:
+                self.overflow[s] += int((np.abs(vals[np.isfinite(vals)]) > FLOAT16_MAX).sum())
+            _append(f[s], vals.astype(self.dtype))
+        self.rows += len(rows)
+
+    def write_skipped(self, rows: VariantRows, reasons: list[str]) -> None:
+        g = self.f["skipped"]
+        _append(g["chr"], rows.chrom)
+        _append(g["pos"], rows.pos.astype(np.uint32))
+        _append(g["id"], rows.id)
+        _append(g["ref_allele"], rows.ref)
+        _append(g["alt_allele"], rows.alt)
+        _append(g["record"], rows.record)
+        _append(g["alt_index"], rows.alt_index.astype(np.int16))
+        _append(g["reason"], reasons)
+
+    def finish(self, summary: dict) -> None:
+        for k, v in summary.items():
+            self.f.attrs[k] = _attr_value(v)
+        self.f.attrs["complete"] = True
+        self.f.close()
+        os.replace(self.tmp, self.path)
+
+    def abort(self) -> None:
+        try:
+            self.f.close()
+        finally:
+            self.tmp.unlink(missing_ok=True)
+
+
+def _fmt(values: np.ndarray) -> np.ndarray:
+    """float32 -> strings with 7 significant digits (round-trips float32 to ~1e-7 relative)."""
+    return np.char.mod("%.7g", values)
+
+
+class TSVWriter:
+    """One row per variant: chrom, pos, id, ref, alt, then ``STAT:TRACK`` columns (wide) —
+    or, with ``long=True``, one row per variant, track and statistic."""
+
+    def __init__(self, path: str | os.PathLike, track_ids: list[str], stats: tuple[str, ...], long: bool = False):
+        self.path = Path(path)
+        self.tmp = partial_path(self.path)
+        self.track_ids = track_ids
+        self.stats = stats
+        self.long = long
+        self.fh = open(self.tmp, "w", newline="\n")
+        if long:
+            self.fh.write("chrom\tpos\tid\tref\talt\ttrack\tstat\tvalue\n")
+        else:
+            cols = [f"{s}:{t}" for s in stats for t in track_ids]
+            self.fh.write("\t".join(["chrom", "pos", "id", "ref", "alt", *cols]) + "\n")
+
+    def write(self, rows: VariantRows, scores: dict[str, np.ndarray]) -> None:
+        keys = [f"{c}\t{p}\t{i}\t{r}\t{a}" for c, p, i, r, a in
+                zip(rows.chrom, rows.pos.tolist(), rows.id, rows.ref, rows.alt)]
+        if not keys:
+            return
+        if self.long:
+            lines = []
+            for s in self.stats:
+                txt = _fmt(scores[s])
+                for k, key in enumerate(keys):
+                    lines.extend(f"{key}\t{t}\t{s}\t{v}" for t, v in zip(self.track_ids, txt[k]))
+            self.fh.write("\n".join(lines) + "\n")
+        else:
+            block = np.concatenate([scores[s] for s in self.stats], axis=1)
+            txt = _fmt(block)
+            self.fh.write("\n".join(k + "\t" + "\t".join(row) for k, row in zip(keys, txt)) + "\n")
+
+    def finish(self, summary: dict | None = None) -> None:
+        self.fh.close()
+        os.replace(self.tmp, self.path)
+
+    def abort(self) -> None:
+        try:
+            self.fh.close()
+        finally:
+            self.tmp.unlink(missing_ok=True)
