@@ -152,7 +152,7 @@ def score_vcf(vcf, fasta, backend: str | Backend, weights=None, out=None, tsv=No
     slice_out = len(chosen) != len(computed)
     model.to(dev)
     predictor = Predictor(model, dev, precision, batch_size, rc, shifts,
-                          strand_permutation(computed, model.strand_pairs))
+                          strand_permutation(computed, model.strand_pairs) if rc else None)
     geom = model.geometry
 
     track_ids = [str(model.tracks["id"].iloc[i]) for i in chosen]

@@ -1,5 +1,9 @@
 """``torchscript``: a user's own PyTorch model as a TorchScript file plus a JSON spec.
 
+The model file is either TorchScript (``torch.jit.save``) or, since TorchScript is
+deprecated from torch 2.9 on, an exported program (``torch.export.save``, suffix
+``.pt2``; export it with a dynamic batch dimension).
+
 The spec (``model.json`` next to ``model.pt`` unless ``--spec`` says otherwise)::
 
     {"input_length": 1024, "encoding": "one-hot", "input_layout": "NLC",
@@ -15,6 +19,7 @@ The spec (``model.json`` next to ``model.pt`` unless ``--spec`` says otherwise):
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import torch
@@ -60,10 +65,29 @@ def read_spec(path: Path) -> dict:
     return spec
 
 
+def _load_module(path: Path) -> torch.nn.Module:
+    """A TorchScript archive, or an exported program when the suffix is .pt2."""
+    if path.suffix == ".pt2":
+        try:
+            return torch.export.load(str(path)).module()
+        except Exception as exc:  # torch raises many kinds here
+            raise ModelError(f"{path} is not a torch.export program ({str(exc).strip().splitlines()[0]}): "
+                             "save it with torch.export.save(torch.export.export(model, ...), PATH)")
+    try:
+        with warnings.catch_warnings():  # torch ≥ 2.9 marks TorchScript deprecated; it still loads
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return torch.jit.load(str(path), map_location="cpu")
+    except (RuntimeError, ValueError) as exc:
+        raise ModelError(f"{path} is not a TorchScript file ({str(exc).splitlines()[0]}): "
+                         "save the model with torch.jit.save(torch.jit.script(model), PATH), "
+                         "or torch.export.save(...) to a .pt2 file")
+
+
 class TorchScriptBackend(Backend):
     name = "torchscript"
     summary = "your own PyTorch model: a TorchScript file plus a JSON spec"
-    needs = "--weights MODEL.pt (torch.jit.save); spec MODEL.json beside it or --spec PATH"
+    needs = ("--weights MODEL.pt (torch.jit.save) or MODEL.pt2 (torch.export.save); "
+             "spec MODEL.json beside it or --spec PATH")
 
     def __init__(self, weights: list[str], spec: str | None = None, **_ignored):
         super().__init__()
@@ -75,11 +99,7 @@ class TorchScriptBackend(Backend):
         spec_path = Path(spec) if spec else path.with_suffix(".json")
         self.spec = read_spec(spec_path)
         self.weight_files = [path, spec_path]
-        try:
-            self.module = torch.jit.load(str(path), map_location="cpu")
-        except (RuntimeError, ValueError) as exc:
-            raise ModelError(f"{path} is not a TorchScript file ({str(exc).splitlines()[0]}): "
-                             "save the model with torch.jit.save(torch.jit.script(model), PATH)")
+        self.module = _load_module(path)
         if "state_dict" in self.spec:
             sd_path = (spec_path.parent / self.spec["state_dict"])
             if not sd_path.is_file():
@@ -87,7 +107,8 @@ class TorchScriptBackend(Backend):
             self.weight_files.append(sd_path)
             state = torch.load(sd_path, map_location="cpu", weights_only=True)
             load_state_dict_checked(self.module, state, str(sd_path))
-        self.module.eval()
+        if hasattr(self.module, "eval") and not isinstance(self.module, torch.fx.GraphModule):
+            self.module.eval()
         s = self.spec
         self.encoding = s.get("encoding", "one-hot")
         self.geometry = Geometry(s["input_length"], s["output_bins"], s["bin_size"], s["bin_offset"])

@@ -1,0 +1,94 @@
+"""An independent, slow, text-based implementation of varfx's documented scoring rules.
+
+It builds windows by string slicing, encodes with the test's own one-hot, runs the
+eager toy model one sequence at a time and applies the formulas of docs/scores.md.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from toy_models import one_hot_text
+
+
+def text_window(seq: str, start: int, length: int) -> str:
+    return "".join(seq[p].upper() if 0 <= p < len(seq) and seq[p].upper() in "ACGT" else "N"
+                   for p in range(start, start + length))
+
+
+def windows(seq, pos, ref, alt, length, shift=0):
+    c = length // 2
+    start = pos - 1 - c + shift
+    ref_w = text_window(seq, start, length)
+    left = text_window(seq, start, pos - 1 - start)
+    alt_w = (left + alt + text_window(seq, pos - 1 + len(ref), length))[:length]
+    return ref_w, alt_w
+
+
+def rc_text(s: str) -> str:
+    return s[::-1].translate(str.maketrans("ACGTN", "TGCAN"))
+
+
+def predict(model, seq_text: str, rc=False, strand_pairs=((0, 1),)):
+    x = one_hot_text(rc_text(seq_text) if rc else seq_text)[None]
+    with torch.no_grad():
+        y = model(x)[0]  # (bins, tracks)
+    if rc:
+        y = y.flip(0)
+        perm = list(range(y.shape[1]))
+        for a, b in strand_pairs:
+            perm[a], perm[b] = b, a
+        y = y[:, perm]
+    return y
+
+
+def ensemble(model, seq, pos, ref, alt, length, bin_size, shifts=(0,), rc=False):
+    """Average predictions over shifts (realigned by round(s/bin_size) bins) and strands."""
+    preds_r, preds_a = [], []
+    for s in shifts:
+        k = int(math.copysign(math.floor(abs(s) / bin_size + 0.5), s))
+        for strand in ([False, True] if rc else [False]):
+            rw, aw = windows(seq, pos, ref, alt, length, s)
+            pr, pa = predict(model, rw, strand), predict(model, aw, strand)
+            preds_r.append((k, pr))
+            preds_a.append((k, pa))
+
+    def avg(items):
+        nb = items[0][1].shape[0]
+        tot = torch.zeros_like(items[0][1])
+        cnt = torch.zeros(nb, 1)
+        for k, p in items:
+            for j in range(nb):
+                if 0 <= j - k < nb:
+                    tot[j] += p[j - k]
+                    cnt[j] += 1
+        return tot / cnt.clamp(min=1)
+
+    return avg(preds_r), avg(preds_a)
+
+
+def stats(ref_pred, alt_pred, ref_len, alt_len, length, bins, bin_size, offset, margin=None, pseudocount=1.0):
+    """The documented statistics with the documented bin selection and indel alignment."""
+    c = length // 2
+    if margin is None:
+        sel = list(range(bins))
+    else:
+        lo, hi = c - margin, c + ref_len + margin
+        sel = [j for j in range(bins) if offset + j * bin_size < hi and offset + (j + 1) * bin_size > lo]
+    d = alt_len - ref_len
+    k = int(math.copysign(math.floor(abs(d) / bin_size + 0.5), d)) if d else 0
+    pairs = []
+    for j in sel:
+        ja = j + k if offset + j * bin_size > c else j
+        if 0 <= ja < bins:
+            pairs.append((j, ja))
+    r = torch.stack([ref_pred[j] for j, _ in pairs]).double()
+    a = torch.stack([alt_pred[ja] for _, ja in pairs]).double()
+    return {
+        "SAD": (a.sum(0) - r.sum(0)),
+        "logSED": torch.log2(a.sum(0) + pseudocount) - torch.log2(r.sum(0) + pseudocount),
+        "D1": (a - r).abs().sum(0),
+        "D2": (a - r).square().sum(0).sqrt(),
+    }

@@ -1,0 +1,289 @@
+"""`varfx score` end to end, checked against the independent reference in reference.py."""
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+import varfx
+from varfx.cli import cli
+
+import reference as R
+from conftest import write_vcf
+from toy_models import save_toy
+
+
+def other(b):
+    return "A" if b.upper() != "A" else "C"
+
+
+@pytest.fixture
+def case(tmp_path, fasta, genome_seqs):
+    """A VCF covering the variant kinds and the skip reasons, and a toy model."""
+    s1, s2 = genome_seqs["chr1"].upper(), genome_seqs["chr2"].upper()
+    recs = [
+        ("chr1", 5, "near_start", s1[4], other(s1[4])),
+        ("chr1", 100, "snv", s1[99], other(s1[99])),
+        ("1", 200, "multi", s1[199], ",".join(b for b in "ACGT" if b != s1[199])),
+        ("chr1", 300, "mnv", s1[299:302], "".join(other(b) for b in s1[299:302])),
+        ("chr1", 400, "ins", s1[399], s1[399] + "GATTACA"),
+        ("chr1", 500, "del", s1[499:509], s1[499]),
+        ("chr1", 600, "complex", s1[599:602], "TT" if s1[599:602] != "TT" else "AA"),
+        ("chr1", 700, "big_ins", s1[699], s1[699] + "ACGTACGTAC"),
+        ("chr1", 800, "sym", s1[799], "<DEL>"),
+        ("chr1", 900, "star", s1[899], other(s1[899]) + ",*"),
+        ("chr1", 1000, "mismatch", other(s1[999]), "G" if other(s1[999]) != "G" else "T"),
+        ("chr1", 1100, "bnd", s1[1099], s1[1099] + "[chr2:10["),
+        ("chr1", 1200, "missing", s1[1199], "."),
+        ("chr2", 495, "near_end", s2[494], other(s2[494])),
+        ("chr9", 10, "nocontig", "A", "C"),
+    ]
+    vcf = write_vcf(tmp_path / "v.vcf", recs, contigs={"chr1": 2000, "1": 2000, "chr2": 500, "chr9": 100})
+    weights, model = save_toy(tmp_path)
+    return {"vcf": vcf, "fasta": fasta, "weights": weights, "model": model, "seqs": genome_seqs,
+            "tmp": tmp_path, "recs": recs}
+
+
+def run_cli(args):
+    r = CliRunner().invoke(cli, args)
+    return r
+
+
+def test_score_end_to_end_values_and_accounting(case):
+    t = case["tmp"]
+    r = run_cli(["score", str(case["vcf"]), "--fasta", str(case["fasta"]), "--backend", "torchscript",
+                 "--weights", str(case["weights"]), "--out", str(t / "o.h5"), "--tsv", str(t / "o.tsv"),
+                 "--tsv-long", str(t / "l.tsv"), "--stat", "SAD,logSED", "--stat", "D1,D2",
+                 "--bins", "variant:4", "--float32", "-q"])
+    assert r.exit_code == 0, r.output
+    assert "records read: 15" in r.output
+    assert "variants (ALT alleles): 18" in r.output
+    assert "variants scored: 12" in r.output
+    assert "variants skipped: 6" in r.output
+    for reason in ("symbolic_allele: 1", "star_allele: 1", "ref_mismatch: 1", "breakend: 1", "missing_alt: 1",
+                   "unknown_contig: 1"):
+        assert reason in r.output
+
+    res = varfx.read_scores(t / "o.h5")
+    v = res.variants
+    assert list(v["id"]) == ["near_start", "snv", "multi", "multi", "multi", "mnv", "ins", "del", "complex",
+                             "big_ins", "star", "near_end"]
+    assert len(res.skipped) == 6
+    assert sorted(res.skipped["reason"]) == sorted(["symbolic_allele", "star_allele", "ref_mismatch", "breakend",
+                                                    "missing_alt", "unknown_contig"])
+    # the multi-allelic record: three ALTs, one REF pass, chrom kept as written in the VCF
+    multi = v[v["id"] == "multi"]
+    assert len(multi) == 3 and set(multi["chrom"]) == {"1"} and list(multi["alt_index"]) == [0, 1, 2]
+    assert (v["record"].diff().dropna() >= 0).all()  # input order
+
+    seqs = {"chr1": case["seqs"]["chr1"], "1": case["seqs"]["chr1"], "chr2": case["seqs"]["chr2"]}
+    tsv = pd.read_csv(t / "o.tsv", sep="\t")
+    assert list(tsv.columns[:5]) == ["chrom", "pos", "id", "ref", "alt"]
+    assert len(tsv) == 12
+    long = pd.read_csv(t / "l.tsv", sep="\t")
+    assert len(long) == 12 * 3 * 4
+    for row in v.itertuples():
+        rp, ap = R.ensemble(case["model"], seqs[row.chrom], row.pos, row.ref, row.alt, 64, 4)
+        want = R.stats(rp, ap, len(row.ref), len(row.alt), 64, 8, 4, 16, margin=4)
+        for stat in ("SAD", "logSED", "D1", "D2"):
+            got = res.stats[stat][row.Index]
+            np.testing.assert_allclose(got, want[stat].numpy(), rtol=1e-5, atol=1e-6,
+                                       err_msg=f"{row.id} {row.alt} {stat}")
+            got_tsv = tsv.loc[row.Index, [f"{stat}:t{i}" for i in range(3)]].to_numpy(float)
+            np.testing.assert_allclose(got_tsv, want[stat].numpy(), rtol=1e-5, atol=1e-6)
+        sub = long[(long["id"] == row.id) & (long["alt"] == row.alt) & (long["stat"] == "D2")]
+        np.testing.assert_allclose(sub["value"].to_numpy(), want["D2"].numpy(), rtol=1e-5, atol=1e-6)
+    # indels really were aligned: the 10-bp insertion shifts right-side bins by round(10/4) = 3
+    big = v.index[v["id"] == "big_ins"][0]
+    assert res.stats["D1"][big].max() > 0
+
+
+def test_hdf5_layout_and_metadata(case):
+    t = case["tmp"]
+    varfx.score_vcf(case["vcf"], case["fasta"], "torchscript", [str(case["weights"])], t / "o.h5",
+                    rc=True, shifts="-1,0,1")
+    with h5py.File(t / "o.h5") as f:
+        for name in ("snp", "chr", "pos", "ref_allele", "alt_allele", "target_ids", "target_labels", "SAD", "logSED"):
+            assert name in f
+        assert f["pos"].dtype == np.uint32
+        assert f["SAD"].dtype == np.float16 and f["SAD"].shape == (12, 3)
+        assert [x.decode() for x in f["target_ids"][:]] == ["t0", "t1", "t2"]
+        assert f["snp"][0].decode() == "near_start"
+        a = f.attrs
+        assert a["complete"] and a["backend"] == "torchscript" and a["window_length"] == 64
+        assert a["rc"] and list(__import__("json").loads(a["shifts"])) == [-1, 0, 1]
+        assert a["indel_alignment"] == "left-anchored-bin-shift" and a["ref_mismatch"] == "skip"
+        assert len(__import__("json").loads(a["weights_sha256"])[0]) == 64
+        assert a["varfx_version"] == varfx.__version__
+        assert set(f["skipped"].keys()) >= {"chr", "pos", "id", "ref_allele", "alt_allele", "reason", "record"}
+    assert not (t / "o.h5.partial").exists()
+
+
+def test_rc_and_shift_ensembles_match_reference(case):
+    t = case["tmp"]
+    varfx.score_vcf(case["vcf"], case["fasta"], "torchscript", [str(case["weights"])], t / "o.h5",
+                    rc=True, shifts="-2,0,3", bins="all", stats="SAD,D2", float32=True)
+    res = varfx.read_scores(t / "o.h5")
+    seqs = {"chr1": case["seqs"]["chr1"], "1": case["seqs"]["chr1"], "chr2": case["seqs"]["chr2"]}
+    for row in res.variants.itertuples():
+        rp, ap = R.ensemble(case["model"], seqs[row.chrom], row.pos, row.ref, row.alt, 64, 4,
+                            shifts=(-2, 0, 3), rc=True)
+        want = R.stats(rp, ap, len(row.ref), len(row.alt), 64, 8, 4, 16)
+        np.testing.assert_allclose(res.stats["SAD"][row.Index], want["SAD"].numpy(), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(res.stats["D2"][row.Index], want["D2"].numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_track_selection_writes_only_selected(case):
+    t = case["tmp"]
+    full = t / "full.h5"
+    varfx.score_vcf(case["vcf"], case["fasta"], "torchscript", [str(case["weights"])], full, rc=True, float32=True)
+    varfx.score_vcf(case["vcf"], case["fasta"], "torchscript", [str(case["weights"])], t / "sel.h5", rc=True,
+                    tracks="1", float32=True)
+    a, b = varfx.read_scores(full), varfx.read_scores(t / "sel.h5")
+    assert list(b.tracks["id"]) == ["t1"]
+    np.testing.assert_allclose(b.stats["SAD"][:, 0], a.stats["SAD"][:, 1], rtol=1e-6)
+    varfx.score_vcf(case["vcf"], case["fasta"], "torchscript", [str(case["weights"])], t / "re.h5",
+                    tracks="track [02]$", float32=True)
+    assert list(varfx.read_scores(t / "re.h5").tracks["id"]) == ["t0", "t2"]
+
+
+@pytest.mark.parametrize("batch", [1, 2, 7, 1000])
+def test_results_do_not_depend_on_batch_size(case, batch):
+    t = case["tmp"]
+    varfx.score_vcf(case["vcf"], case["fasta"], "torchscript", [str(case["weights"])], t / "a.h5",
+                    batch_size=64, float32=True, rc=True)
+    varfx.score_vcf(case["vcf"], case["fasta"], "torchscript", [str(case["weights"])], t / "b.h5",
+                    batch_size=batch, float32=True, rc=True)
+    a, b = varfx.read_scores(t / "a.h5"), varfx.read_scores(t / "b.h5")
+    pd.testing.assert_frame_equal(a.variants, b.variants)
+    # float32 convolutions may round differently for different batch shapes: equal to float32 precision
+    for s in a.stats:
+        np.testing.assert_allclose(a.stats[s], b.stats[s], rtol=1e-5, atol=1e-6)
+
+
+def test_bf16_is_close_to_fp32(case):
+    t = case["tmp"]
+    varfx.score_vcf(case["vcf"], case["fasta"], "torchscript", [str(case["weights"])], t / "a.h5", float32=True,
+                    bins="all")
+    varfx.score_vcf(case["vcf"], case["fasta"], "torchscript", [str(case["weights"])], t / "b.h5", float32=True,
+                    bins="all", precision="bf16")
+    a, b = varfx.read_scores(t / "a.h5"), varfx.read_scores(t / "b.h5")
+    assert not np.array_equal(a.stats["SAD"], b.stats["SAD"])  # bf16 really ran
+    np.testing.assert_allclose(a.stats["SAD"], b.stats["SAD"], atol=0.15)
+
+
+def test_empty_vcf_writes_valid_empty_output(case):
+    t = case["tmp"]
+    vcf = write_vcf(t / "empty.vcf", [])
+    r = run_cli(["score", str(vcf), "--fasta", str(case["fasta"]), "--backend", "torchscript",
+                 "--weights", str(case["weights"]), "--out", str(t / "e.h5"), "--tsv", str(t / "e.tsv")])
+    assert r.exit_code == 0, r.output
+    assert "no records" in r.output
+    res = varfx.read_scores(t / "e.h5")
+    assert len(res.variants) == 0 and res.stats["SAD"].shape == (0, 3)
+    assert open(t / "e.tsv").read().startswith("chrom\tpos\tid\tref\talt\tSAD:t0")
+
+
+def test_ref_mismatch_error_policy(case):
+    t = case["tmp"]
+    r = run_cli(["score", str(case["vcf"]), "--fasta", str(case["fasta"]), "--backend", "torchscript",
+                 "--weights", str(case["weights"]), "--out", str(t / "o.h5"), "--ref-mismatch", "error"])
+    assert r.exit_code == 1
+    assert r.output.count("\n") == 1 and "Traceback" not in r.output
+    assert "chr1:1000 REF" in r.output and "--ref-mismatch skip" in r.output
+    assert not (t / "o.h5").exists() and not (t / "o.h5.partial").exists()
+
+
+def _err(args):
+    r = run_cli(args)
+    assert r.exit_code != 0
+    assert "Traceback" not in r.output
+    lines = [line for line in r.output.splitlines() if line.strip()]
+    assert len(lines) == 1, r.output
+    return r.exit_code, lines[0]
+
+
+def test_user_errors_are_one_line(case):
+    t = case["tmp"]
+    base = ["score", str(case["vcf"]), "--fasta", str(case["fasta"]), "--backend", "torchscript",
+            "--weights", str(case["weights"]), "--out", str(t / "o.h5")]
+    code, msg = _err(["score", str(t / "missing.vcf")] + base[2:])
+    assert "VCF file not found" in msg and code == 1
+    code, msg = _err(base[:3] + [str(t / "nope.fa")] + base[4:])
+    assert "FASTA file not found" in msg
+    code, msg = _err(base[:5] + ["enformerx"] + base[6:])
+    assert "unknown backend 'enformerx'; known backends:" in msg and "torchscript" in msg and code == 2
+    code, msg = _err(base + ["--bins", "middle"])
+    assert "--bins 'middle'" in msg
+    code, msg = _err(base + ["--stat", "SAD,XYZ"])
+    assert "--stat 'XYZ'" in msg
+    code, msg = _err(base + ["--shifts", "a,b"])
+    assert "--shifts" in msg
+    code, msg = _err(base + ["--tracks", "0,9"])
+    assert "outside 0..2" in msg
+    code, msg = _err(base + ["--device", "cuda:3"])
+    assert "--device" in msg
+    code, msg = _err(base + ["--precision", "fp8"])
+    assert "fp8" in msg and code == 2
+    code, msg = _err(base[:-1] + [str(t / "no" / "dir" / "o.h5")])
+    assert "does not exist" in msg
+    code, msg = _err(base + ["--region", "chr1:1-100"])
+    assert "bcftools index" in msg
+    code, msg = _err(base[:2] + base[4:])
+    assert "Missing option '--fasta'" in msg and code == 2
+    code, msg = _err(base + ["--tsv", str(t / "o.h5")])
+    assert "different files" in msg
+
+
+def test_weights_that_do_not_fit_the_spec(case):
+    import json
+    t = case["tmp"]
+    spec = json.loads(case["weights"].with_suffix(".json").read_text())
+    spec["tracks"] = ["a", "b", "c", "d"]
+    case["weights"].with_suffix(".json").write_text(json.dumps(spec))
+    code, msg = _err(["score", str(case["vcf"]), "--fasta", str(case["fasta"]), "--backend", "torchscript",
+                      "--weights", str(case["weights"]), "--out", str(t / "o.h5")])
+    assert "returns (1, 8, 3) but the spec says (batch, bins, tracks) = (1, 8, 4)" in msg
+
+
+def test_short_contig_error_then_skip(case, genome_seqs, tmp_path):
+    weights, _ = save_toy(tmp_path, length=1024, bins=8, bin_size=4, offset=496, name="wide")
+    vcf = write_vcf(tmp_path / "m.vcf", [("chrM", 10, "m", genome_seqs["chrM"][9].upper(), "N")])
+    args = ["score", str(vcf), "--fasta", str(case["fasta"]), "--backend", "torchscript", "--weights",
+            str(weights), "--out", str(tmp_path / "m.h5")]
+    code, msg = _err(args)
+    assert "contig chrM (300 bp) is shorter than the model's 1,024-bp window" in msg
+    r = run_cli(args + ["--short-contigs", "skip", "-q"])
+    assert r.exit_code == 0 and "short_contig: 1" in r.output
+    r = run_cli(args + ["--short-contigs", "pad", "-q"])
+    assert r.exit_code == 0 and "variants scored: 1" in r.output
+
+
+def test_help_and_version_everywhere():
+    for args in (["-h"], ["score", "-h"], ["backends", "-h"], ["tracks", "-h"]):
+        r = run_cli(args)
+        assert r.exit_code == 0 and "Usage:" in r.output
+    r = run_cli(["--version"])
+    assert r.exit_code == 0 and varfx.__version__ in r.output
+
+
+def test_backends_and_tracks_commands(case):
+    r = run_cli(["backends"])
+    assert r.exit_code == 0 and "torchscript" in r.output and "needs:" in r.output
+    r = run_cli(["tracks", "--backend", "torchscript", "--weights", str(case["weights"])])
+    assert r.exit_code == 0
+    assert r.output.splitlines() == ["index\tid\tdescription", "0\tt0\ttoy track 0", "1\tt1\ttoy track 1",
+                                     "2\tt2\ttoy track 2"]
+    r = run_cli(["tracks", "--backend", "torchscript", "--weights", str(case["weights"]), "--tracks", "2$"])
+    assert r.output.splitlines()[1:] == ["2\tt2\ttoy track 2"]
+
+
+def test_progress_bar_on_stderr_unless_quiet(case):
+    t = case["tmp"]
+    args = ["score", str(case["vcf"]), "--fasta", str(case["fasta"]), "--backend", "torchscript", "--weights",
+            str(case["weights"]), "--out", str(t / "o.h5")]
+    r = CliRunner().invoke(cli, args)
+    assert "variants/s" in r.stderr or " variants" in r.stderr
+    r = CliRunner().invoke(cli, args + ["-q"])
+    assert "variants/s" not in r.stderr and "it/s" not in r.stderr
