@@ -287,3 +287,15 @@ def test_progress_bar_on_stderr_unless_quiet(case):
     assert "variants/s" in r.stderr or " variants" in r.stderr
     r = CliRunner().invoke(cli, args + ["-q"])
     assert "variants/s" not in r.stderr and "it/s" not in r.stderr
+
+
+def test_tsv_only_lists_skipped_beside_it(case):
+    t = case["tmp"]
+    r = run_cli(["score", str(case["vcf"]), "--fasta", str(case["fasta"]), "--backend", "torchscript",
+                 "--weights", str(case["weights"]), "--tsv", str(t / "only.tsv"), "-q"])
+    assert r.exit_code == 0, r.output
+    sk = pd.read_csv(t / "only.skipped.tsv", sep="\t")
+    assert sorted(sk["reason"]) == sorted(["symbolic_allele", "star_allele", "ref_mismatch", "breakend",
+                                           "missing_alt", "unknown_contig"])
+    assert sk.loc[sk["reason"] == "ref_mismatch", "id"].item() == "mismatch"
+    assert len(pd.read_csv(t / "only.tsv", sep="\t")) == 12

@@ -66,6 +66,8 @@ def backend_options(f):
 @click.option("--out", type=click.Path(dir_okay=False), help="HDF5 output (basenji sad.h5 layout).")
 @click.option("--tsv", type=click.Path(dir_okay=False), help="Wide TSV: one row per variant, STAT:TRACK columns.")
 @click.option("--tsv-long", type=click.Path(dir_okay=False), help="Long TSV: one row per variant, track and statistic.")
+@click.option("--skipped-tsv", type=click.Path(dir_okay=False),
+              help="TSV of the variants not scored, with reasons (default without --out: beside --tsv).")
 @click.option("--region", multiple=True, metavar="CHR:START-END", help="Only these regions (needs a .tbi/.csi index).")
 @click.option("--ref-mismatch", type=click.Choice(["skip", "error"]), default="skip", show_default=True,
               help="What to do when REF disagrees with the FASTA.")
@@ -84,13 +86,13 @@ def backend_options(f):
 @click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True)
 @click.option("--float32", "float32", is_flag=True, help="Store scores as float32 in HDF5 (default float16).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-def score(vcf, fasta, backend, weights, spec, out, tsv, tsv_long, region, ref_mismatch, short_contigs, bins,
+def score(vcf, fasta, backend, weights, spec, out, tsv, tsv_long, skipped_tsv, region, ref_mismatch, short_contigs, bins,
           stats, pseudocount, rc, shifts, tracks, batch_size, device, precision, float32, quiet):
     """Score every ALT allele in VCF with a model: REF vs ALT windows, per-track effects."""
     from .run import score_vcf
 
     stat_list = [s for chunk in stats for s in chunk.split(",")] or None
-    summary = score_vcf(vcf, fasta, backend, list(weights), out, tsv, tsv_long, region=list(region) or None,
+    summary = score_vcf(vcf, fasta, backend, list(weights), out, tsv, tsv_long, skipped_tsv=skipped_tsv, region=list(region) or None,
                         ref_mismatch=ref_mismatch, short_contigs=short_contigs, bins=bins, stats=stat_list,
                         pseudocount=pseudocount, rc=rc, shifts=shifts, tracks=tracks, batch_size=batch_size,
                         device=device, precision=precision, float32=float32, quiet=quiet, spec=spec)

@@ -23,7 +23,7 @@ from .scores import Aligned, parse_stats, variant_stats
 from .tracks import select_tracks, strand_permutation, with_strand_partners
 from .variants import Site, VariantReader
 from .windows import INDEL_ALIGNMENT, BinSelection, align_bins, build_windows, check_sites
-from .writers import H5Writer, TSVWriter, VariantRows
+from .writers import H5Writer, SkippedTSVWriter, TSVWriter, VariantRows
 
 REF_POLICIES = ("skip", "error")
 SHORT_CONTIG_POLICIES = ("error", "skip", "pad")
@@ -112,7 +112,7 @@ class _Rows:
 
 
 def score_vcf(vcf, fasta, backend: str | Backend, weights=None, out=None, tsv=None, tsv_long=None, *,
-              region=None, ref_mismatch: str = "skip", short_contigs: str = "error", bins: str = "variant",
+              skipped_tsv=None, region=None, ref_mismatch: str = "skip", short_contigs: str = "error", bins: str = "variant",
               stats=None, pseudocount: float = 1.0, rc: bool = False, shifts=None, tracks: str | None = None,
               batch_size: int = 64, device: str = "auto", precision: str = "fp32", float32: bool = False,
               quiet: bool = True, write_chunk: int = 4096, **backend_options) -> RunSummary:
@@ -130,9 +130,13 @@ def score_vcf(vcf, fasta, backend: str | Backend, weights=None, out=None, tsv=No
     if out is None and tsv is None and tsv_long is None:
         raise OptionError("nothing to write: give --out scores.h5 (and/or --tsv / --tsv-long)")
     out, tsv, tsv_long = _check_out(out, "--out"), _check_out(tsv, "--tsv"), _check_out(tsv_long, "--tsv-long")
-    named = [p.resolve() for p in (out, tsv, tsv_long) if p is not None]
+    if skipped_tsv is None and out is None:  # without HDF5, skipped variants still get listed somewhere
+        table = tsv or tsv_long
+        skipped_tsv = table.with_name(table.name.removesuffix(".tsv") + ".skipped.tsv")
+    skipped_tsv = _check_out(skipped_tsv, "--skipped-tsv")
+    named = [p.resolve() for p in (out, tsv, tsv_long, skipped_tsv) if p is not None]
     if len(set(named)) != len(named):
-        raise OptionError("--out, --tsv and --tsv-long must be different files")
+        raise OptionError("--out, --tsv, --tsv-long and --skipped-tsv must be different files")
     stats = parse_stats(stats)
     shifts = parse_shifts(shifts)
     sel = BinSelection.parse(bins)
@@ -197,6 +201,8 @@ def score_vcf(vcf, fasta, backend: str | Backend, weights=None, out=None, tsv=No
             writers.append(TSVWriter(tsv, track_ids, stats))
         if tsv_long is not None:
             writers.append(TSVWriter(tsv_long, track_ids, stats, long=True))
+        if skipped_tsv is not None:
+            writers.append(SkippedTSVWriter(skipped_tsv))
         h5 = writers[0] if out is not None else None
         scored, skipped = _Rows(), _Rows()
         pending: list[Site] = []
@@ -214,8 +220,9 @@ def score_vcf(vcf, fasta, backend: str | Backend, weights=None, out=None, tsv=No
 
         def flush_skipped(force=False):
             if len(skipped) and (force or len(skipped) >= write_chunk):
-                if h5 is not None:
-                    h5.write_skipped(skipped.rows(), skipped.reason)
+                rows = skipped.rows()
+                for w in writers:
+                    w.write_skipped(rows, skipped.reason)
                 skipped.clear()
 
         def run_batch():

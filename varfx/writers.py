@@ -178,6 +178,9 @@ class TSVWriter:
             txt = _fmt(block)
             self.fh.write("\n".join(k + "\t" + "\t".join(row) for k, row in zip(keys, txt)) + "\n")
 
+    def write_skipped(self, rows: VariantRows, reasons: list[str]) -> None:
+        pass  # wide and long score tables list scored variants only
+
     def finish(self, summary: dict | None = None) -> None:
         self.fh.close()
         os.replace(self.tmp, self.path)
@@ -187,3 +190,22 @@ class TSVWriter:
             self.fh.close()
         finally:
             self.tmp.unlink(missing_ok=True)
+
+
+class SkippedTSVWriter(TSVWriter):
+    """The variants not scored, one row each: chrom, pos, id, ref, alt, record, alt_index, reason."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.tmp = partial_path(self.path)
+        self.fh = open(self.tmp, "w", newline="\n")
+        self.fh.write("chrom\tpos\tid\tref\talt\trecord\talt_index\treason\n")
+
+    def write(self, rows: VariantRows, scores: dict[str, np.ndarray]) -> None:
+        pass
+
+    def write_skipped(self, rows: VariantRows, reasons: list[str]) -> None:
+        if len(rows):
+            self.fh.write("".join(f"{c}\t{p}\t{i}\t{r}\t{a}\t{k}\t{x}\t{why}\n" for c, p, i, r, a, k, x, why in
+                                  zip(rows.chrom, rows.pos.tolist(), rows.id, rows.ref, rows.alt,
+                                      rows.record.tolist(), rows.alt_index.tolist(), reasons)))
