@@ -299,3 +299,20 @@ def test_tsv_only_lists_skipped_beside_it(case):
                                            "missing_alt", "unknown_contig"])
     assert sk.loc[sk["reason"] == "ref_mismatch", "id"].item() == "mismatch"
     assert len(pd.read_csv(t / "only.tsv", sep="\t")) == 12
+
+
+def test_top_ranks_by_max_abs_over_tracks(case):
+    t = case["tmp"]
+    varfx.score_vcf(case["vcf"], case["fasta"], "torchscript", [str(case["weights"])], t / "o.h5", float32=True)
+    res = varfx.read_scores(t / "o.h5")
+    from varfx.results import top_variants
+    top = top_variants(t / "o.h5", "SAD", n=4, chunk=5)  # several chunks
+    best = np.abs(res.stats["SAD"]).max(1)
+    order = np.argsort(-best, kind="stable")[:4]
+    assert list(top["id"]) == list(res.variants["id"].iloc[order])
+    assert list(top["alt"]) == list(res.variants["alt"].iloc[order])
+    np.testing.assert_allclose(np.abs(top["SAD"]), best[order], rtol=1e-6)
+    r = run_cli(["top", str(t / "o.h5"), "-n", "3", "--stat", "logSED"])
+    assert r.exit_code == 0 and len(r.output.strip().splitlines()) == 4
+    code, msg = _err(["top", str(t / "o.h5"), "--stat", "D2"])
+    assert "has no statistic 'D2'" in msg

@@ -126,6 +126,18 @@ def tracks(backend, weights, spec, tracks):
         click.echo(f"{i}\t{table['id'].iloc[i]}\t{table['description'].iloc[i]}")
 
 
+@cli.command(context_settings=CONTEXT)
+@click.argument("scores", type=click.Path(dir_okay=False))
+@click.option("--stat", default=None, help="Statistic to rank by (default: the file's first).")
+@click.option("-n", "--number", type=click.IntRange(min=1), default=10, show_default=True)
+def top(scores, stat, number):
+    """Show the variants with the largest |score| at any track."""
+    from .results import top_variants
+
+    table = top_variants(scores, stat, number)
+    click.echo(table.to_string(index=False, float_format=lambda v: f"{v:.4g}") if len(table) else "(no variants)")
+
+
 def main():
     cli()
 

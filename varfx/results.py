@@ -56,3 +56,52 @@ def read_scores(path) -> Scores:
         for k in ("records_read", "variants", "variants_scored", "variants_skipped"):
             settings[k] = int(f.attrs[k])
     return Scores(variants, stats, tracks, skipped, settings)
+
+
+def top_variants(path, stat: str | None = None, n: int = 10, chunk: int = 65536) -> pd.DataFrame:
+    """The ``n`` variants with the largest max |stat| over tracks (read in chunks: any file size).
+
+    Columns: chrom, pos, id, ref, alt, the statistic's value at its largest track, and that track.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"scores file not found: {path}")
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        raise InputError(f"{path} is not an HDF5 file ({exc})")
+    with f:
+        if not f.attrs.get("complete", False):
+            raise InputError(f"{path} is an unfinished run's output (attribute complete=False)")
+        stats = json.loads(f.attrs["settings"])["stats"]
+        stat = stat or stats[0]
+        if stat not in stats:
+            raise InputError(f"{path} has no statistic {stat!r}; it has {', '.join(stats)}")
+        ds = f[stat]
+        best_val = np.zeros(0, dtype=np.float32)
+        best_row = np.zeros(0, dtype=np.int64)
+        best_trk = np.zeros(0, dtype=np.int64)
+        for lo in range(0, ds.shape[0], chunk):
+            block = ds[lo:lo + chunk].astype(np.float32)
+            if block.shape[1] == 0:
+                break
+            trk = np.nanargmax(np.abs(np.nan_to_num(block, nan=0.0)), axis=1)
+            val = block[np.arange(block.shape[0]), trk]
+            best_val = np.concatenate([best_val, val])
+            best_row = np.concatenate([best_row, np.arange(lo, lo + block.shape[0])])
+            best_trk = np.concatenate([best_trk, trk])
+            keep = np.argsort(-np.abs(best_val), kind="stable")[:n]
+            best_val, best_row, best_trk = best_val[keep], best_row[keep], best_trk[keep]
+        rows = np.sort(best_row)
+        order = {r: i for i, r in enumerate(best_row)}
+        table = pd.DataFrame({
+            "chrom": [x.decode() for x in f["chr"][rows]] if len(rows) else [],
+            "pos": f["pos"][rows].astype(np.int64) if len(rows) else [],
+            "id": [x.decode() for x in f["id"][rows]] if len(rows) else [],
+            "ref": [x.decode() for x in f["ref_allele"][rows]] if len(rows) else [],
+            "alt": [x.decode() for x in f["alt_allele"][rows]] if len(rows) else [],
+        })
+        ids = [x.decode() for x in f["target_ids"][:]]
+        table[stat] = [best_val[order[r]] for r in rows]
+        table["track"] = [ids[best_trk[order[r]]] for r in rows]
+    return table.reindex(table[stat].abs().sort_values(ascending=False, kind="stable").index).reset_index(drop=True)
