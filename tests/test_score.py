@@ -316,3 +316,43 @@ def test_top_ranks_by_max_abs_over_tracks(case):
     assert r.exit_code == 0 and len(r.output.strip().splitlines()) == 4
     code, msg = _err(["top", str(t / "o.h5"), "--stat", "D2"])
     assert "has no statistic 'D2'" in msg
+
+
+def test_float16_overflow_is_counted_and_reported(case, tmp_path):
+    import json
+    import torch
+
+    class Huge(torch.nn.Module):
+        def forward(self, x):  # (B, 64, 4) -> (B, 8, 1): 1e5 × (number of A in each 8-bp bin)
+            return x[:, :, 0].reshape(x.shape[0], 8, 8).sum(-1, keepdim=True) * 1e5
+
+    path = tmp_path / "huge.pt"
+    torch.jit.save(torch.jit.script(Huge()), str(path))
+    path.with_suffix(".json").write_text(json.dumps({"input_length": 64, "output_bins": 8, "bin_size": 8,
+                                                     "bin_offset": 0, "tracks": ["a"]}))
+    t = case["tmp"]
+    r = run_cli(["score", str(case["vcf"]), "--fasta", str(case["fasta"]), "--backend", "torchscript",
+                 "--weights", str(path), "--out", str(t / "h.h5"), "--bins", "all", "-q"])
+    assert r.exit_code == 0, r.output
+    res = varfx.read_scores(t / "h.h5")
+    n_inf = int(np.isinf(res.stats["SAD"]).sum())
+    assert n_inf > 0  # SNVs that remove or add an A change SAD by 1e5 > 65,504
+    assert f"values beyond float16 range (stored as inf; rerun with --float32 to keep them): SAD {n_inf}" in r.output
+    with h5py.File(t / "h.h5") as f:
+        assert json.loads(f.attrs["float16_overflow"])["SAD"] == n_inf
+    varfx.score_vcf(case["vcf"], case["fasta"], "torchscript", [str(path)], t / "h32.h5", bins="all", float32=True)
+    assert np.isfinite(varfx.read_scores(t / "h32.h5").stats["SAD"]).all()
+
+
+def test_unreadable_vcf(case, monkeypatch):
+    import os
+    import varfx.variants
+    real = os.access
+    monkeypatch.setattr(varfx.variants.os, "access",
+                        lambda p, mode: False if str(p) == str(case["vcf"]) and mode == os.R_OK else real(p, mode))
+    code, msg = _err(["score", str(case["vcf"]), "--fasta", str(case["fasta"]), "--backend", "torchscript",
+                      "--weights", str(case["weights"]), "--out", str(case["tmp"] / "o.h5")])
+    assert "is not readable" in msg
+    from varfx.errors import InputError
+    with pytest.raises(InputError, match="VCF file is not readable"):  # the library's own check
+        varfx.score_vcf(case["vcf"], case["fasta"], "torchscript", [str(case["weights"])], case["tmp"] / "o.h5")

@@ -79,26 +79,26 @@ def check_two_hot(x: torch.Tensor) -> None:
         raise ValueError("a two-hot position carries more than two alleles")
 
 
-_ACGT = {}
+_TABLE = {}
 
 
-def _acgt(device) -> torch.Tensor:
-    key = str(device)
-    if key not in _ACGT:
-        _ACGT[key] = torch.arange(4, dtype=torch.uint8, device=device)
-    return _ACGT[key]
+def _table(device, dtype) -> torch.Tensor:
+    key = (str(device), dtype)
+    if key not in _TABLE:
+        t = torch.zeros(5, 4, dtype=dtype, device=device)
+        t[torch.arange(4), torch.arange(4)] = 1
+        _TABLE[key] = t
+    return _TABLE[key]
 
 
 def one_hot(codes: torch.Tensor | np.ndarray, dtype=torch.float32) -> torch.Tensor:
     """Base codes (…, L) -> one-hot (…, L, 4), built on the codes' device.
 
-    A broadcast comparison of the uint8 codes with 0..3 (code 4 matches nothing):
-    no int64 copy, several times faster than indexing an identity matrix.
+    An embedding lookup in a 5×4 table whose row 4 (N) is zero: on the CPU several
+    times faster than indexing or comparing, and a single kernel on a GPU.
     """
     codes = torch.as_tensor(codes)
-    if codes.dtype != torch.uint8:
-        codes = codes.to(torch.uint8)
-    return (codes.unsqueeze(-1) == _acgt(codes.device)).to(dtype)
+    return torch.nn.functional.embedding(codes.long(), _table(codes.device, dtype))
 
 
 def two_hot(codes_a, codes_b, dtype=torch.float32) -> torch.Tensor:

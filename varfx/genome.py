@@ -17,9 +17,6 @@ import numpy as np
 from .encoding import N_CODE, _ENCODE
 from .errors import InputError
 
-#: Windows up to this length are cut with one fancy-indexing call; longer ones row by row.
-_FANCY_MAX = 4096
-
 
 def contig_aliases(name: str) -> list[str]:
     """Names under which a contig called ``name`` in one file may appear in another.
@@ -131,23 +128,28 @@ class Genome:
         return self.windows(name, np.array([start], dtype=np.int64), end - start)[0]
 
     def windows(self, name: str, starts: np.ndarray, length: int) -> np.ndarray:
-        """Windows of ``length`` bp starting at each 0-based ``starts`` -> (n, length) uint8."""
+        """Windows of ``length`` bp starting at each 0-based ``starts`` -> (n, length) uint8.
+
+        Rows inside the contig are copied from a strided view in one fancy-indexing
+        call (no index matrix); the few that cross an end are filled row by row.
+        """
         seq = self.codes(name)
         starts = np.asarray(starts, dtype=np.int64)
         n = starts.shape[0]
+        out = np.empty((n, length), dtype=np.uint8)
         if n == 0:
-            return np.zeros((0, length), dtype=np.uint8)
-        inside = starts.min() >= 0 and starts.max() + length <= seq.size
-        if length <= _FANCY_MAX:
-            idx = starts[:, None] + np.arange(length, dtype=np.int64)
-            if inside:
-                return seq[idx]
-            out = seq.take(idx, mode="clip") if seq.size else np.full(idx.shape, N_CODE, np.uint8)
-            out[(idx < 0) | (idx >= seq.size)] = N_CODE
             return out
-        out = np.full((n, length), N_CODE, dtype=np.uint8)
-        for row, s in enumerate(starts.tolist()):
+        inside = (starts >= 0) & (starts + length <= seq.size)
+        if inside.any():
+            view = np.lib.stride_tricks.as_strided(seq, (max(seq.size - length + 1, 0), length),
+                                                   (seq.strides[0], seq.strides[0]), writeable=False)
+            if inside.all():
+                return view[starts]
+            out[inside] = view[starts[inside]]
+        for row in np.flatnonzero(~inside).tolist():
+            s = int(starts[row])
             lo, hi = max(s, 0), min(s + length, seq.size)
+            out[row] = N_CODE
             if hi > lo:
                 out[row, lo - s: hi - s] = seq[lo:hi]
         return out

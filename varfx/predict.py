@@ -109,22 +109,26 @@ class Predictor:
 
     @torch.inference_mode()
     def __call__(self, codes: np.ndarray) -> torch.Tensor:
-        """(N, L + 2·margin) uint8 -> (N, bins, tracks) float32 on the device."""
+        """(N, L + 2·margin) uint8 -> (N, bins, tracks) float32 on the device.
+
+        Each forward pass takes at most ``batch_size`` sequences, cut and encoded
+        just before it, so device memory holds one batch of encoded input at a time.
+        """
         L, m = self.geom.input_length, self.margin
         t = torch.from_numpy(codes)
         if self.device.type == "cuda":
             t = t.pin_memory().to(self.device, non_blocking=True)
         n = t.shape[0]
-        inputs = []
-        for s, is_rc in self.members:
-            x = self._encode(t[:, m + s: m + s + L])
-            inputs.append(revcomp_hot(x) if is_rc else x)
-        x = torch.cat(inputs, 0) if len(inputs) > 1 else inputs[0]
-        outs = []
+        parts = []
         with self._autocast():
-            for i in range(0, x.shape[0], self.batch_size):
-                outs.append(self.backend.predict(x[i:i + self.batch_size]).float())
-        y = torch.cat(outs, 0) if len(outs) > 1 else outs[0]
+            for s, is_rc in self.members:
+                window = t[:, m + s: m + s + L]
+                for i in range(0, n, self.batch_size):
+                    x = self._encode(window[i:i + self.batch_size])
+                    if is_rc:
+                        x = revcomp_hot(x)
+                    parts.append(self.backend.predict(x).float())
+        y = torch.cat(parts, 0) if len(parts) > 1 else parts[0]
         if len(self.members) == 1 and not self.members[0][1] and self.members[0][0] == 0:
             return y
         total = None

@@ -22,7 +22,9 @@ from .predict import Predictor, parse_shifts, resolve_device
 from .scores import Aligned, parse_stats, variant_stats
 from .tracks import select_tracks, strand_permutation, with_strand_partners
 from .variants import Site, VariantReader
-from .windows import INDEL_ALIGNMENT, BinSelection, align_bins, build_windows, check_sites
+from .prefetch import prefetch
+from .windows import (INDEL_ALIGNMENT, BinSelection, WindowBatch, align_bins, build_windows,
+                      check_sites)
 from .writers import H5Writer, SkippedTSVWriter, TSVWriter, VariantRows
 
 REF_POLICIES = ("skip", "error")
@@ -111,11 +113,77 @@ class _Rows:
                            self.chrom, np.asarray(self.pos, dtype=np.int64), self.id, self.ref, self.alt)
 
 
+@dataclass
+class _Batch:
+    """Sites in input order (some fully skipped) and, if any ALT is to be scored, their windows."""
+
+    sites: list[Site]
+    windows: WindowBatch | None = None
+    bins: tuple | None = None  # (ref_bins, alt_bins, mask) from align_bins
+
+
+def work_unit(batch_size: int, input_length: int) -> int:
+    """Sequences prepared and reduced together: whole forward batches, about 1 Mbp of windows
+    (1,024 1-kb windows; for 196-kb windows just one forward batch)."""
+    per = max(1, (1 << 20) // input_length)
+    return max(1, -(-per // batch_size)) * batch_size
+
+
+def _prepare(reader, genome, geom, sel, margin, per_window, batch_size, ref_policy, short_contigs):
+    """Read, check and cut windows: work units of whole sites holding at most ``batch_size``
+    sequences, counting ensemble members (a site alone may hold more).  Runs ahead of the
+    model in the prefetch thread."""
+    sites: list[Site] = []
+    seqs = 0
+
+    def emit():
+        scorable = [s for s in sites if s.alts]
+        batch = _Batch(sites)
+        if scorable:
+            wb = build_windows(genome, scorable, geom, margin)
+            batch.windows = wb
+            batch.bins = align_bins(geom, sel, wb.ref_len, wb.delta)
+        return batch
+
+    for site in reader:
+        if site.alts:
+            check_sites(genome, [site], geom, margin, ref_policy, short_contigs)
+        need = (1 + len(site.alts)) * per_window if site.alts else 0
+        if need and seqs and seqs + need > batch_size:
+            yield emit()
+            sites, seqs = [], 0
+        sites.append(site)
+        seqs += need
+        if seqs >= batch_size or len(sites) >= batch_size:
+            yield emit()
+            sites, seqs = [], 0
+    if sites:
+        yield emit()
+
+
+def _write_scored(writers, rows: "_Rows", stats) -> None:
+    if rows.scores:
+        block = {s: np.concatenate([b[s] for b in rows.scores]) for s in stats}
+        chunk = rows.rows()
+        for w in writers:
+            w.write(chunk, block)
+    rows.clear()
+
+
+def _write_skipped(writers, rows: "_Rows") -> None:
+    if len(rows):
+        chunk = rows.rows()
+        for w in writers:
+            w.write_skipped(chunk, rows.reason)
+    rows.clear()
+
+
 def score_vcf(vcf, fasta, backend: str | Backend, weights=None, out=None, tsv=None, tsv_long=None, *,
               skipped_tsv=None, region=None, ref_mismatch: str = "skip", short_contigs: str = "error", bins: str = "variant",
               stats=None, pseudocount: float = 1.0, rc: bool = False, shifts=None, tracks: str | None = None,
               batch_size: int = 64, device: str = "auto", precision: str = "fp32", float32: bool = False,
-              quiet: bool = True, write_chunk: int = 4096, **backend_options) -> RunSummary:
+              quiet: bool = True, write_chunk: int = 4096, prefetch_depth: int = 2,
+              **backend_options) -> RunSummary:
     """Score every ALT allele of a VCF with a model; write HDF5 (and TSV) outputs.
 
     Returns a :class:`RunSummary`.  See ``varfx score --help`` for the options.
@@ -193,6 +261,7 @@ def score_vcf(vcf, fasta, backend: str | Backend, weights=None, out=None, tsv=No
         "torch_version": torch.__version__,
     }
     writers = []
+    ahead = None
     summary = RunSummary()
     try:
         if out is not None:
@@ -203,79 +272,44 @@ def score_vcf(vcf, fasta, backend: str | Backend, weights=None, out=None, tsv=No
             writers.append(TSVWriter(tsv_long, track_ids, stats, long=True))
         if skipped_tsv is not None:
             writers.append(SkippedTSVWriter(skipped_tsv))
-        h5 = writers[0] if out is not None else None
         scored, skipped = _Rows(), _Rows()
-        pending: list[Site] = []
-        pending_seqs = 0
-        per_window = predictor.members_per_window
         bar = tqdm(unit=" variants", disable=quiet, file=sys.stderr, dynamic_ncols=True, mininterval=0.5)
-
-        def flush_scores(force=False):
-            if scored.scores and (force or len(scored) >= write_chunk):
-                block = {s: np.concatenate([b[s] for b in scored.scores]) for s in stats}
-                rows = scored.rows()
-                for w in writers:
-                    w.write(rows, block)
-                scored.clear()
-
-        def flush_skipped(force=False):
-            if len(skipped) and (force or len(skipped) >= write_chunk):
-                rows = skipped.rows()
-                for w in writers:
-                    w.write_skipped(rows, skipped.reason)
-                skipped.clear()
-
-        def run_batch():
-            nonlocal pending, pending_seqs
-            if not pending:
-                return
-            wb = build_windows(genome, pending, geom, predictor.margin)
-            codes = np.concatenate([wb.ref, wb.alt], 0)
-            pred = predictor(codes)
-            r = wb.ref.shape[0]
-            ref_bins, alt_bins, mask = align_bins(geom, sel, wb.ref_len, wb.delta)
-            al = Aligned(torch.as_tensor(wb.ref_row, device=dev), torch.as_tensor(ref_bins, device=dev),
-                         torch.as_tensor(alt_bins, device=dev), torch.as_tensor(mask, device=dev))
-            res = variant_stats(pred[:r], pred[r:], al, stats, pseudocount)
-            if slice_out:
-                res = {s: v.index_select(1, out_cols) for s, v in res.items()}
-            scored.scores.append({s: v.cpu().numpy() for s, v in res.items()})
+        batches = _prepare(reader, genome, geom, sel, predictor.margin, predictor.members_per_window,
+                           work_unit(batch_size, geom.input_length), ref_mismatch, short_contigs)
+        ahead = prefetch(batches, depth=prefetch_depth)
+        for batch in ahead:
+            for site in batch.sites:
+                for i, alt, reason in site.skipped:
+                    skipped.add(site, i, alt, reason)
+                    summary.skipped[reason] += 1
+                summary.variants += len(site.alts) + len(site.skipped)
             n = 0
-            for site in pending:
-                for i, alt in site.alts:
-                    scored.add(site, i, alt)
-                    n += 1
-            summary.scored += n
-            bar.update(n)
-            pending, pending_seqs = [], 0
-            flush_scores()
-
-        for site in reader:
-            if site.alts:
-                check_sites(genome, [site], geom, predictor.margin, ref_mismatch, short_contigs)
-            for i, alt, reason in site.skipped:
-                skipped.add(site, i, alt, reason)
-                summary.skipped[reason] += 1
-            summary.variants += len(site.alts) + len(site.skipped)
-            if site.skipped:
-                bar.update(len(site.skipped))
-                flush_skipped()
-            if site.alts:
-                need = (1 + len(site.alts)) * per_window
-                if pending and pending_seqs + need > batch_size:
-                    run_batch()
-                pending.append(site)
-                pending_seqs += need
-                if pending_seqs >= batch_size:
-                    run_batch()
-        run_batch()
-        flush_scores(force=True)
-        flush_skipped(force=True)
+            if batch.windows is not None:
+                wb = batch.windows
+                pred = predictor(np.concatenate([wb.ref, wb.alt], 0))
+                r = wb.ref.shape[0]
+                al = Aligned(*(torch.as_tensor(a, device=dev) for a in (wb.ref_row, *batch.bins)))
+                res = variant_stats(pred[:r], pred[r:], al, stats, pseudocount)
+                if slice_out:
+                    res = {s: v.index_select(1, out_cols) for s, v in res.items()}
+                scored.scores.append({s: v.cpu().numpy() for s, v in res.items()})
+                for site in batch.sites:
+                    for i, alt in site.alts:
+                        scored.add(site, i, alt)
+                        n += 1
+                summary.scored += n
+            bar.update(n + sum(len(site.skipped) for site in batch.sites))
+            if len(scored) >= write_chunk:
+                _write_scored(writers, scored, stats)
+            if len(skipped) >= write_chunk:
+                _write_skipped(writers, skipped)
+        _write_scored(writers, scored, stats)
+        _write_skipped(writers, skipped)
         bar.close()
         summary.records_read = reader.records_read
         summary.seconds = time.perf_counter() - t0
-        if h5 is not None:
-            summary.float16_overflow = dict(h5.overflow)
+        if out is not None:
+            summary.float16_overflow = dict(writers[0].overflow)
         final = {"records_read": summary.records_read, "variants": summary.variants,
                  "variants_scored": summary.scored, "variants_skipped": summary.skipped_total,
                  "skipped_by_reason": dict(summary.skipped), "float16_overflow": summary.float16_overflow,
@@ -288,6 +322,8 @@ def score_vcf(vcf, fasta, backend: str | Backend, weights=None, out=None, tsv=No
             w.abort()
         raise
     finally:
+        if ahead is not None:
+            ahead.close()  # stops and joins the prefetch thread before the genome and reader close
         reader.close()
         genome.close()
     if summary.scored + summary.skipped_total != summary.variants:  # an internal invariant, not user input

@@ -32,6 +32,7 @@ SKIP_REASONS = {
 }
 
 _VALID = re.compile(r"^[ACGTN]+$")
+_BASES = frozenset("ACGTN")
 
 
 @dataclass(slots=True)
@@ -71,6 +72,8 @@ def variant_name(chrom: str, pos: int, ref: str, alt: str) -> str:
 
 def classify_alt(ref: str, alt: str) -> str | None:
     """The skip reason for an ALT allele, or None if it can be scored."""
+    if alt in _BASES and ref in _BASES:  # the common SNV, decided without a regex
+        return None if alt != ref else "same_as_ref"
     if alt in (".", ""):
         return "missing_alt"
     if alt == "*":

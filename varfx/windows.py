@@ -28,6 +28,7 @@ from .errors import OptionError, RefMismatchError
 from .variants import Site
 
 INDEL_ALIGNMENT = "left-anchored-bin-shift"
+_BASE_CODE = {"A": 0, "C": 1, "G": 2, "T": 3}
 
 
 @dataclass(frozen=True)
@@ -151,9 +152,15 @@ def check_sites(genome, sites: list[Site], geom: Geometry, max_shift: int,
         if pos0 < 0 or pos0 + len(site.ref) > clen:
             site.skip_all("outside_contig")
             continue
-        fasta = genome.codes(site.contig)[pos0:pos0 + len(site.ref)]
-        vcf = encode(site.ref)
-        if not np.all((fasta == vcf) | (vcf == 4)):
+        seq = genome.codes(site.contig)
+        if len(site.ref) == 1:  # the common case, without numpy temporaries
+            code = _BASE_CODE.get(site.ref, 4)
+            ok = code == 4 or int(seq[pos0]) == code
+        else:
+            vcf = encode(site.ref)
+            ok = bool(np.all((seq[pos0:pos0 + len(site.ref)] == vcf) | (vcf == 4)))
+        if not ok:
+            fasta = seq[pos0:pos0 + len(site.ref)]
             if ref_policy == "error":
                 from .encoding import decode
                 raise RefMismatchError(
@@ -221,9 +228,10 @@ def build_windows(genome, sites: list[Site], geom: Geometry, max_shift: int = 0)
     same = ref_len_a == alt_len_a
     if same.any():  # SNVs and MNVs: overwrite the REF bases in place, all at once
         idx = np.flatnonzero(same)
-        codes = np.concatenate([encode(alts[i]) for i in idx])
-        rows = np.repeat(idx, alt_len_a[idx])
-        offs = np.concatenate([np.arange(n) for n in alt_len_a[idx]])
+        codes = encode("".join([alts[i] for i in idx]))
+        lens = alt_len_a[idx]
+        rows = np.repeat(idx, lens)
+        offs = np.arange(rows.size) - np.repeat(np.cumsum(lens) - lens, lens)
         alt[rows, col + offs] = codes
     for i in np.flatnonzero(~same):  # indels and complex pairs: splice and refill on the right
         site = sites[ref_row_a[i]]

@@ -111,7 +111,8 @@ class H5Writer:
             vals = scores[s]
             if self.dtype == np.float16:
                 self.overflow[s] += int((np.abs(vals[np.isfinite(vals)]) > FLOAT16_MAX).sum())
-            _append(f[s], vals.astype(self.dtype))
+            with np.errstate(over="ignore"):  # counted above, reported at the end
+                _append(f[s], vals.astype(self.dtype))
         self.rows += len(rows)
 
     def write_skipped(self, rows: VariantRows, reasons: list[str]) -> None:
