@@ -7,21 +7,10 @@ from varfx.genome import Genome
 from varfx.variants import Site
 from varfx.windows import BinSelection, Geometry, align_bins, build_windows, check_sites
 
-
-def text_window(seq: str, start: int, length: int) -> str:
-    return "".join(seq[p].upper() if 0 <= p < len(seq) and seq[p].upper() in "ACGT" else "N"
-                   for p in range(start, start + length))
+import reference as R
 
 
-def expected(seq, pos, ref, alt, length, shift=0):
-    """Independent construction of the REF and ALT windows (the documented convention)."""
-    c = length // 2
-    start = pos - 1 - c + shift
-    ref_w = text_window(seq, start, length)
-    left = text_window(seq, start, pos - 1 - start) if pos - 1 > start else ""
-    right = text_window(seq, pos - 1 + len(ref), length)
-    alt_w = (left + alt + right)[:length]
-    return ref_w, alt_w
+expected = R.windows
 
 
 def site_for(seq, contig, pos, ref_len, alts):

@@ -28,7 +28,8 @@ def _strs(ds) -> list[str]:
     return [x.decode() if isinstance(x, bytes) else str(x) for x in ds[:]]
 
 
-def read_scores(path) -> Scores:
+def open_complete(path) -> h5py.File:
+    """Open a varfx HDF5 output for reading; refuse missing, foreign and unfinished files."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"scores file not found: {path}")
@@ -36,9 +37,14 @@ def read_scores(path) -> Scores:
         f = h5py.File(path, "r")
     except OSError as exc:
         raise InputError(f"{path} is not an HDF5 file ({exc})")
-    with f:
-        if not f.attrs.get("complete", False):
-            raise InputError(f"{path} is an unfinished run's output (attribute complete=False)")
+    if not f.attrs.get("complete", False) or "settings" not in f.attrs:
+        f.close()
+        raise InputError(f"{path} is not a finished varfx output (no attribute complete=True)")
+    return f
+
+
+def read_scores(path) -> Scores:
+    with open_complete(path) as f:
         settings = json.loads(f.attrs["settings"])
         variants = pd.DataFrame({
             "snp": _strs(f["snp"]), "chrom": _strs(f["chr"]), "pos": f["pos"][:].astype(np.int64),
@@ -63,16 +69,7 @@ def top_variants(path, stat: str | None = None, n: int = 10, chunk: int = 65536)
 
     Columns: chrom, pos, id, ref, alt, the statistic's value at its largest track, and that track.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"scores file not found: {path}")
-    try:
-        f = h5py.File(path, "r")
-    except OSError as exc:
-        raise InputError(f"{path} is not an HDF5 file ({exc})")
-    with f:
-        if not f.attrs.get("complete", False):
-            raise InputError(f"{path} is an unfinished run's output (attribute complete=False)")
+    with open_complete(path) as f:
         stats = json.loads(f.attrs["settings"])["stats"]
         stat = stat or stats[0]
         if stat not in stats:

@@ -129,8 +129,8 @@ def work_unit(batch_size: int, input_length: int) -> int:
     return max(1, -(-per // batch_size)) * batch_size
 
 
-def _prepare(reader, genome, geom, sel, margin, per_window, batch_size, ref_policy, short_contigs):
-    """Read, check and cut windows: work units of whole sites holding at most ``batch_size``
+def _prepare(reader, genome, geom, sel, margin, per_window, unit, ref_policy, short_contigs):
+    """Read, check and cut windows: work units of whole sites holding at most ``unit``
     sequences, counting ensemble members (a site alone may hold more).  Runs ahead of the
     model in the prefetch thread."""
     sites: list[Site] = []
@@ -149,12 +149,12 @@ def _prepare(reader, genome, geom, sel, margin, per_window, batch_size, ref_poli
         if site.alts:
             check_sites(genome, [site], geom, margin, ref_policy, short_contigs)
         need = (1 + len(site.alts)) * per_window if site.alts else 0
-        if need and seqs and seqs + need > batch_size:
+        if need and seqs and seqs + need > unit:
             yield emit()
             sites, seqs = [], 0
         sites.append(site)
         seqs += need
-        if seqs >= batch_size or len(sites) >= batch_size:
+        if seqs >= unit or len(sites) >= unit:
             yield emit()
             sites, seqs = [], 0
     if sites:

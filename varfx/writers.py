@@ -145,22 +145,42 @@ def _fmt(values: np.ndarray) -> np.ndarray:
     return np.char.mod("%.7g", values)
 
 
-class TSVWriter:
+class _TextWriter:
+    """A text table written under ``NAME.partial`` and renamed when finished."""
+
+    def __init__(self, path: str | os.PathLike, header: list[str]):
+        self.path = Path(path)
+        self.tmp = partial_path(self.path)
+        self.fh = open(self.tmp, "w", newline="\n")
+        self.fh.write("\t".join(header) + "\n")
+
+    def write(self, rows: VariantRows, scores: dict[str, np.ndarray]) -> None:
+        pass
+
+    def write_skipped(self, rows: VariantRows, reasons: list[str]) -> None:
+        pass
+
+    def finish(self, summary: dict | None = None) -> None:
+        self.fh.close()
+        os.replace(self.tmp, self.path)
+
+    def abort(self) -> None:
+        try:
+            self.fh.close()
+        finally:
+            self.tmp.unlink(missing_ok=True)
+
+
+class TSVWriter(_TextWriter):
     """One row per variant: chrom, pos, id, ref, alt, then ``STAT:TRACK`` columns (wide) —
     or, with ``long=True``, one row per variant, track and statistic."""
 
     def __init__(self, path: str | os.PathLike, track_ids: list[str], stats: tuple[str, ...], long: bool = False):
-        self.path = Path(path)
-        self.tmp = partial_path(self.path)
         self.track_ids = track_ids
         self.stats = stats
         self.long = long
-        self.fh = open(self.tmp, "w", newline="\n")
-        if long:
-            self.fh.write("chrom\tpos\tid\tref\talt\ttrack\tstat\tvalue\n")
-        else:
-            cols = [f"{s}:{t}" for s in stats for t in track_ids]
-            self.fh.write("\t".join(["chrom", "pos", "id", "ref", "alt", *cols]) + "\n")
+        cols = ["track", "stat", "value"] if long else [f"{s}:{t}" for s in stats for t in track_ids]
+        super().__init__(path, ["chrom", "pos", "id", "ref", "alt", *cols])
 
     def write(self, rows: VariantRows, scores: dict[str, np.ndarray]) -> None:
         keys = [f"{c}\t{p}\t{i}\t{r}\t{a}" for c, p, i, r, a in
@@ -179,31 +199,12 @@ class TSVWriter:
             txt = _fmt(block)
             self.fh.write("\n".join(k + "\t" + "\t".join(row) for k, row in zip(keys, txt)) + "\n")
 
-    def write_skipped(self, rows: VariantRows, reasons: list[str]) -> None:
-        pass  # wide and long score tables list scored variants only
 
-    def finish(self, summary: dict | None = None) -> None:
-        self.fh.close()
-        os.replace(self.tmp, self.path)
-
-    def abort(self) -> None:
-        try:
-            self.fh.close()
-        finally:
-            self.tmp.unlink(missing_ok=True)
-
-
-class SkippedTSVWriter(TSVWriter):
+class SkippedTSVWriter(_TextWriter):
     """The variants not scored, one row each: chrom, pos, id, ref, alt, record, alt_index, reason."""
 
     def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
-        self.tmp = partial_path(self.path)
-        self.fh = open(self.tmp, "w", newline="\n")
-        self.fh.write("chrom\tpos\tid\tref\talt\trecord\talt_index\treason\n")
-
-    def write(self, rows: VariantRows, scores: dict[str, np.ndarray]) -> None:
-        pass
+        super().__init__(path, ["chrom", "pos", "id", "ref", "alt", "record", "alt_index", "reason"])
 
     def write_skipped(self, rows: VariantRows, reasons: list[str]) -> None:
         if len(rows):
