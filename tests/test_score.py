@@ -356,3 +356,12 @@ def test_unreadable_vcf(case, monkeypatch):
     from varfx.errors import InputError
     with pytest.raises(InputError, match="VCF file is not readable"):  # the library's own check
         varfx.score_vcf(case["vcf"], case["fasta"], "torchscript", [str(case["weights"])], case["tmp"] / "o.h5")
+
+
+def test_options_a_backend_does_not_take(case):
+    base = ["score", str(case["vcf"]), "--fasta", str(case["fasta"]), "--backend", "torchscript",
+            "--weights", str(case["weights"]), "--out", str(case["tmp"] / "o.h5")]
+    code, msg = _err(base + ["--annotation", "grch37", "--distance", "10"])
+    assert "the torchscript backend does not take --annotation, --distance" in msg and code == 2
+    code, msg = _err(base + ["--out-vcf", str(case["tmp"] / "a.vcf")])
+    assert "--out-vcf" in msg

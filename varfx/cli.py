@@ -73,8 +73,8 @@ def backend_options(f):
               help="What to do when REF disagrees with the FASTA.")
 @click.option("--short-contigs", type=click.Choice(["error", "skip", "pad"]), default="error", show_default=True,
               help="Variants on contigs shorter than the model's window.")
-@click.option("--bins", default="variant", show_default=True,
-              help="Bins to sum: variant (±128 bp), variant:MARGIN, all, center:K.")
+@click.option("--bins", default=None,
+              help="Bins to sum: variant (±128 bp; the default for most backends), variant:MARGIN, all, center:K.")
 @click.option("--stat", "stats", multiple=True, metavar="LIST",
               help="Statistics: SAD, logSED, D1, D2 (comma list or repeated; default SAD,logSED).")
 @click.option("--pseudocount", type=float, default=1.0, show_default=True, help="c in logSED.")
@@ -85,9 +85,15 @@ def backend_options(f):
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True)
 @click.option("--float32", "float32", is_flag=True, help="Store scores as float32 in HDF5 (default float16).")
+@click.option("--out-vcf", type=click.Path(dir_okay=False), help="The input VCF annotated with the scores (spliceai).")
+@click.option("--annotation", help="spliceai: grch37, grch38 or a gene table in SpliceAI's format.")
+@click.option("--distance", type=int, help="spliceai: max distance (bp) between variant and splice site [50].")
+@click.option("--mask", is_flag=True, default=None,
+              help="spliceai: mask annotated-site gains and unannotated-site losses.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def score(vcf, fasta, backend, weights, spec, out, tsv, tsv_long, skipped_tsv, region, ref_mismatch, short_contigs, bins,
-          stats, pseudocount, rc, shifts, tracks, batch_size, device, precision, float32, quiet):
+          stats, pseudocount, rc, shifts, tracks, batch_size, device, precision, float32, out_vcf, annotation,
+          distance, mask, quiet):
     """Score every ALT allele in VCF with a model: REF vs ALT windows, per-track effects."""
     from .run import score_vcf
 
@@ -95,7 +101,9 @@ def score(vcf, fasta, backend, weights, spec, out, tsv, tsv_long, skipped_tsv, r
     summary = score_vcf(vcf, fasta, backend, list(weights), out, tsv, tsv_long, skipped_tsv=skipped_tsv, region=list(region) or None,
                         ref_mismatch=ref_mismatch, short_contigs=short_contigs, bins=bins, stats=stat_list,
                         pseudocount=pseudocount, rc=rc, shifts=shifts, tracks=tracks, batch_size=batch_size,
-                        device=device, precision=precision, float32=float32, quiet=quiet, spec=spec)
+                        device=device, precision=precision, float32=float32, quiet=quiet, out_vcf=out_vcf,
+                        **{k: v for k, v in {"spec": spec, "annotation": annotation, "distance": distance,
+                                             "mask": mask}.items() if v is not None})
     click.echo(summary.report(), err=True)
 
 

@@ -15,7 +15,7 @@ import torch
 from tqdm import tqdm
 
 from . import __version__
-from .backends import Backend, load_backend
+from .backends import Backend, backend_class, load_backend
 from .errors import InputError, OptionError
 from .genome import Genome
 from .predict import Predictor, parse_shifts, resolve_device
@@ -179,7 +179,8 @@ def _write_skipped(writers, rows: "_Rows") -> None:
 
 
 def score_vcf(vcf, fasta, backend: str | Backend, weights=None, out=None, tsv=None, tsv_long=None, *,
-              skipped_tsv=None, region=None, ref_mismatch: str = "skip", short_contigs: str = "error", bins: str = "variant",
+              skipped_tsv=None, out_vcf=None, region=None, ref_mismatch: str = "skip", short_contigs: str = "error",
+              bins: str | None = None,
               stats=None, pseudocount: float = 1.0, rc: bool = False, shifts=None, tracks: str | None = None,
               batch_size: int = 64, device: str = "auto", precision: str = "fp32", float32: bool = False,
               quiet: bool = True, write_chunk: int = 4096, prefetch_depth: int = 2,
@@ -188,6 +189,20 @@ def score_vcf(vcf, fasta, backend: str | Backend, weights=None, out=None, tsv=No
 
     Returns a :class:`RunSummary`.  See ``varfx score --help`` for the options.
     """
+    if isinstance(backend, str):
+        cls = backend_class(backend)
+        if cls.score_vcf is not None:  # a backend with its own kind of run (e.g. spliceai)
+            return cls.score_vcf(vcf, fasta, weights=weights, out=out, tsv=tsv, tsv_long=tsv_long,
+                                 skipped_tsv=skipped_tsv, region=region, ref_mismatch=ref_mismatch,
+                                 short_contigs=short_contigs, bins=bins, stats=stats, pseudocount=pseudocount,
+                                 rc=rc, shifts=shifts, tracks=tracks, batch_size=batch_size, device=device,
+                                 precision=precision, float32=float32, quiet=quiet, out_vcf=out_vcf,
+                                 **backend_options)
+        bins = bins or cls.default_bins
+    elif bins is None:
+        bins = backend.default_bins
+    if out_vcf is not None:
+        raise OptionError("--out-vcf is available with --backend spliceai")
     t0 = time.perf_counter()
     if ref_mismatch not in REF_POLICIES:
         raise OptionError(f"--ref-mismatch {ref_mismatch!r} is not one of {', '.join(REF_POLICIES)}")

@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from ..errors import ModelError
+from ..errors import ModelError, OptionError
 from ..windows import Geometry
 
 ENCODINGS = ("one-hot", "two-hot")
@@ -27,6 +27,13 @@ class Backend:
     summary: str = ""
     #: what --weights (and other options) must be, for `varfx backends`
     needs: str = ""
+
+    #: A backend whose scoring is not "REF vs ALT windows through one model" (SpliceAI: per-gene
+    #: strands and masks, its own delta scores) sets this to a function with the keyword
+    #: signature of :func:`varfx.run.score_vcf`; ``varfx score`` then hands the whole run to it.
+    score_vcf = None
+    #: the --bins default when the user gives none
+    default_bins: str = "variant"
 
     encoding: str = "one-hot"
     geometry: Geometry
@@ -111,3 +118,11 @@ def load_state_dict_checked(module: torch.nn.Module, state: dict, source: str) -
         raise ModelError(f"{source}: the weights have a tensor the model does not: {extra[0]} "
                          f"(shape {tuple(state[extra[0]].shape)})")
     module.load_state_dict(state, strict=True)
+
+
+def reject_options(backend: str, options: dict) -> None:
+    """A one-line error for options this backend does not take (rather than ignoring them)."""
+    given = {k: v for k, v in options.items() if v is not None}
+    if given:
+        names = ", ".join("--" + k.replace("_", "-") for k in sorted(given))
+        raise OptionError(f"the {backend} backend does not take {names}")

@@ -26,7 +26,7 @@ import torch
 
 from ..errors import InputError, ModelError
 from ..windows import Geometry
-from .base import ENCODINGS, Backend, load_state_dict_checked, tracks_table
+from .base import ENCODINGS, Backend, load_state_dict_checked, reject_options, tracks_table
 
 _REQUIRED = {"input_length": int, "output_bins": int, "bin_size": int, "bin_offset": int, "tracks": list}
 
@@ -89,8 +89,9 @@ class TorchScriptBackend(Backend):
     needs = ("--weights MODEL.pt (torch.jit.save) or MODEL.pt2 (torch.export.save); "
              "spec MODEL.json beside it or --spec PATH")
 
-    def __init__(self, weights: list[str], spec: str | None = None, **_ignored):
+    def __init__(self, weights: list[str], spec: str | None = None, **options):
         super().__init__()
+        reject_options(self.name, options)
         if len(weights) != 1:
             raise ModelError("the torchscript backend takes exactly one --weights file (the TorchScript model)")
         path = Path(weights[0])
