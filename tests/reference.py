@@ -92,3 +92,22 @@ def stats(ref_pred, alt_pred, ref_len, alt_len, length, bins, bin_size, offset, 
         "D1": (a - r).abs().sum(0),
         "D2": (a - r).square().sum(0).sqrt(),
     }
+
+
+def profile_stats(ref_pred, alt_pred, ref_len, alt_len, length, bins, bin_size, offset, tracks):
+    """QTL (L2) and JSD (base-2 Jensen–Shannon distance) over all aligned bins of ``tracks``, in numpy."""
+    import numpy as np
+
+    c = length // 2
+    d = alt_len - ref_len
+    k = int(math.copysign(math.floor(abs(d) / bin_size + 0.5), d)) if d else 0
+    pairs = [(j, j + k if offset + j * bin_size > c else j) for j in range(bins)]
+    pairs = [(j, ja) for j, ja in pairs if 0 <= ja < bins]
+    r = np.array([[float(ref_pred[j, t]) for t in tracks] for j, _ in pairs]).ravel()
+    a = np.array([[float(alt_pred[ja, t]) for t in tracks] for _, ja in pairs]).ravel()
+    qtl = np.sqrt(((a - r) ** 2).sum())
+    p = (np.clip(r, 0, None) + 1e-10) / (np.clip(r, 0, None) + 1e-10).sum()
+    q = (np.clip(a, 0, None) + 1e-10) / (np.clip(a, 0, None) + 1e-10).sum()
+    m = (p + q) / 2
+    js = 0.5 * (p * np.log2(p / m)).sum() + 0.5 * (q * np.log2(q / m)).sum()
+    return {"QTL": qtl, "JSD": np.sqrt(max(js, 0.0))}

@@ -365,3 +365,29 @@ def test_options_a_backend_does_not_take(case):
     assert "the torchscript backend does not take --annotation, --distance" in msg and code == 2
     code, msg = _err(base + ["--out-vcf", str(case["tmp"] / "a.vcf")])
     assert "--out-vcf" in msg
+
+
+def test_profile_statistics_qtl_and_jsd(case):
+    t = case["tmp"]
+    r = run_cli(["score", str(case["vcf"]), "--fasta", str(case["fasta"]), "--backend", "torchscript",
+                 "--weights", str(case["weights"]), "--out", str(t / "p.h5"), "--tsv", str(t / "p.tsv"),
+                 "--tsv-long", str(t / "pl.tsv"), "--stat", "SAD,QTL,JSD", "--tracks", "0,2", "-q"])
+    assert r.exit_code == 0, r.output
+    res = varfx.read_scores(t / "p.h5")
+    assert res.stats["QTL"].shape == (12,) and res.stats["SAD"].shape == (12, 2)
+    assert res.settings["profile_tracks"] == ["t0", "t2"]
+    seqs = {"chr1": case["seqs"]["chr1"], "1": case["seqs"]["chr1"], "chr2": case["seqs"]["chr2"]}
+    tsv = pd.read_csv(t / "p.tsv", sep="\t")
+    long = pd.read_csv(t / "pl.tsv", sep="\t")
+    for row in res.variants.itertuples():
+        rp, ap = R.ensemble(case["model"], seqs[row.chrom], row.pos, row.ref, row.alt, 64, 4)
+        want = R.profile_stats(rp, ap, len(row.ref), len(row.alt), 64, 8, 4, 16, tracks=[0, 2])
+        for s in ("QTL", "JSD"):
+            np.testing.assert_allclose(res.stats[s][row.Index], want[s], rtol=1e-4, atol=1e-6, err_msg=s)
+            np.testing.assert_allclose(tsv.loc[row.Index, s], want[s], rtol=1e-4, atol=1e-6)
+        assert 0 <= res.stats["JSD"][row.Index] <= 1
+    assert set(long.loc[long["stat"] == "QTL", "track"]) == {"*"}
+    from varfx.results import top_variants
+    top = top_variants(t / "p.h5", "QTL", n=3)
+    assert list(top["track"]) == ["*"] * 3
+    np.testing.assert_allclose(top["QTL"], np.sort(res.stats["QTL"])[::-1][:3], rtol=1e-6)

@@ -80,6 +80,8 @@ def top_variants(path, stat: str | None = None, n: int = 10, chunk: int = 65536)
         best_trk = np.zeros(0, dtype=np.int64)
         for lo in range(0, ds.shape[0], chunk):
             block = ds[lo:lo + chunk].astype(np.float32)
+            if block.ndim == 1:  # a profile statistic: one value per variant
+                block = block[:, None]
             if block.shape[1] == 0:
                 break
             trk = np.nanargmax(np.abs(np.nan_to_num(block, nan=0.0)), axis=1)
@@ -98,7 +100,7 @@ def top_variants(path, stat: str | None = None, n: int = 10, chunk: int = 65536)
             "ref": [x.decode() for x in f["ref_allele"][rows]] if len(rows) else [],
             "alt": [x.decode() for x in f["alt_allele"][rows]] if len(rows) else [],
         })
-        ids = [x.decode() for x in f["target_ids"][:]]
+        ids = [x.decode() for x in f["target_ids"][:]] if ds.ndim == 2 else ["*"]
         table[stat] = [best_val[order[r]] for r in rows]
         table["track"] = [ids[best_trk[order[r]]] for r in rows]
     return table.reindex(table[stat].abs().sort_values(ascending=False, kind="stable").index).reset_index(drop=True)

@@ -19,7 +19,7 @@ from .backends import Backend, backend_class, load_backend
 from .errors import InputError, OptionError
 from .genome import Genome
 from .predict import Predictor, parse_shifts, resolve_device
-from .scores import Aligned, parse_stats, variant_stats
+from .scores import DEFAULT_STATS, PROFILE_STATS, Aligned, parse_stats, profile_stats, variant_stats
 from .tracks import select_tracks, strand_permutation, with_strand_partners
 from .variants import Site, VariantReader
 from .prefetch import prefetch
@@ -120,6 +120,7 @@ class _Batch:
     sites: list[Site]
     windows: WindowBatch | None = None
     bins: tuple | None = None  # (ref_bins, alt_bins, mask) from align_bins
+    all_bins: tuple | None = None  # the same over every bin, for profile statistics
 
 
 def work_unit(batch_size: int, input_length: int) -> int:
@@ -129,7 +130,7 @@ def work_unit(batch_size: int, input_length: int) -> int:
     return max(1, -(-per // batch_size)) * batch_size
 
 
-def _prepare(reader, genome, geom, sel, margin, per_window, unit, ref_policy, short_contigs):
+def _prepare(reader, genome, geom, sel, margin, per_window, unit, ref_policy, short_contigs, all_bins=False):
     """Read, check and cut windows: work units of whole sites holding at most ``unit``
     sequences, counting ensemble members (a site alone may hold more).  Runs ahead of the
     model in the prefetch thread."""
@@ -143,6 +144,8 @@ def _prepare(reader, genome, geom, sel, margin, per_window, unit, ref_policy, sh
             wb = build_windows(genome, scorable, geom, margin)
             batch.windows = wb
             batch.bins = align_bins(geom, sel, wb.ref_len, wb.delta)
+            if all_bins:
+                batch.all_bins = align_bins(geom, BinSelection("all"), wb.ref_len, wb.delta)
         return batch
 
     for site in reader:
@@ -161,9 +164,9 @@ def _prepare(reader, genome, geom, sel, margin, per_window, unit, ref_policy, sh
         yield emit()
 
 
-def _write_scored(writers, rows: "_Rows", stats) -> None:
+def _write_scored(writers, rows: "_Rows") -> None:
     if rows.scores:
-        block = {s: np.concatenate([b[s] for b in rows.scores]) for s in stats}
+        block = {s: np.concatenate([b[s] for b in rows.scores]) for s in rows.scores[0]}
         chunk = rows.rows()
         for w in writers:
             w.write(chunk, block)
@@ -220,7 +223,6 @@ def score_vcf(vcf, fasta, backend: str | Backend, weights=None, out=None, tsv=No
     named = [p.resolve() for p in (out, tsv, tsv_long, skipped_tsv) if p is not None]
     if len(set(named)) != len(named):
         raise OptionError("--out, --tsv, --tsv-long and --skipped-tsv must be different files")
-    stats = parse_stats(stats)
     shifts = parse_shifts(shifts)
     sel = BinSelection.parse(bins)
     dev = resolve_device(device)
@@ -232,10 +234,18 @@ def score_vcf(vcf, fasta, backend: str | Backend, weights=None, out=None, tsv=No
     else:
         model = backend
     reader = VariantReader(vcf, genome.resolve, regions=[region] if isinstance(region, str) else region)
+    stats = parse_stats(stats, model.default_stats or DEFAULT_STATS)
+    track_stats = tuple(x for x in stats if x not in PROFILE_STATS)
+    prof_stats = tuple(x for x in stats if x in PROFILE_STATS)
     chosen = select_tracks(model.tracks, tracks)
+    prof_tracks = list(model.profile_tracks) if model.profile_tracks is not None else chosen
     computed = with_strand_partners(chosen, model.strand_pairs) if rc else chosen
+    if prof_stats:
+        computed = sorted(set(computed) | set(with_strand_partners(prof_tracks, model.strand_pairs) if rc
+                                              else prof_tracks))
     model.compute_tracks(None if len(computed) == len(model.tracks) else computed)
     out_cols = torch.as_tensor([computed.index(t) for t in chosen], device=dev)
+    prof_cols = torch.as_tensor([computed.index(t) for t in prof_tracks], device=dev)
     slice_out = len(chosen) != len(computed)
     model.to(dev)
     predictor = Predictor(model, dev, precision, batch_size, rc, shifts,
@@ -263,6 +273,7 @@ def score_vcf(vcf, fasta, backend: str | Backend, weights=None, out=None, tsv=No
         "bin_offset": geom.bin_offset,
         "bins": sel.describe(),
         "stats": list(stats),
+        "profile_tracks": [str(model.tracks["id"].iloc[i]) for i in prof_tracks] if prof_stats else [],
         "pseudocount": pseudocount,
         "rc": rc,
         "shifts": list(shifts),
@@ -280,17 +291,19 @@ def score_vcf(vcf, fasta, backend: str | Backend, weights=None, out=None, tsv=No
     summary = RunSummary()
     try:
         if out is not None:
-            writers.append(H5Writer(out, track_ids, track_labels, stats, attrs, float32=float32))
+            writers.append(H5Writer(out, track_ids, track_labels, track_stats, attrs, float32=float32,
+                                    profile_stats=prof_stats))
         if tsv is not None:
-            writers.append(TSVWriter(tsv, track_ids, stats))
+            writers.append(TSVWriter(tsv, track_ids, track_stats, profile_stats=prof_stats))
         if tsv_long is not None:
-            writers.append(TSVWriter(tsv_long, track_ids, stats, long=True))
+            writers.append(TSVWriter(tsv_long, track_ids, track_stats, long=True, profile_stats=prof_stats))
         if skipped_tsv is not None:
             writers.append(SkippedTSVWriter(skipped_tsv))
         scored, skipped = _Rows(), _Rows()
         bar = tqdm(unit=" variants", disable=quiet, file=sys.stderr, dynamic_ncols=True, mininterval=0.5)
         batches = _prepare(reader, genome, geom, sel, predictor.margin, predictor.members_per_window,
-                           work_unit(batch_size, geom.input_length), ref_mismatch, short_contigs)
+                           work_unit(batch_size, geom.input_length), ref_mismatch, short_contigs,
+                           all_bins=bool(prof_stats))
         ahead = prefetch(batches, depth=prefetch_depth)
         for batch in ahead:
             for site in batch.sites:
@@ -303,10 +316,16 @@ def score_vcf(vcf, fasta, backend: str | Backend, weights=None, out=None, tsv=No
                 wb = batch.windows
                 pred = predictor(np.concatenate([wb.ref, wb.alt], 0))
                 r = wb.ref.shape[0]
-                al = Aligned(*(torch.as_tensor(a, device=dev) for a in (wb.ref_row, *batch.bins)))
-                res = variant_stats(pred[:r], pred[r:], al, stats, pseudocount)
-                if slice_out:
-                    res = {s: v.index_select(1, out_cols) for s, v in res.items()}
+                ref_row = torch.as_tensor(wb.ref_row, device=dev)
+                res = {}
+                if track_stats:
+                    al = Aligned(ref_row, *(torch.as_tensor(a, device=dev) for a in batch.bins))
+                    res = variant_stats(pred[:r], pred[r:], al, track_stats, pseudocount)
+                    if slice_out:
+                        res = {s: v.index_select(1, out_cols) for s, v in res.items()}
+                if prof_stats:
+                    al = Aligned(ref_row, *(torch.as_tensor(a, device=dev) for a in batch.all_bins))
+                    res.update(profile_stats(pred[:r], pred[r:], al, prof_cols, prof_stats))
                 scored.scores.append({s: v.cpu().numpy() for s, v in res.items()})
                 for site in batch.sites:
                     for i, alt in site.alts:
@@ -315,10 +334,10 @@ def score_vcf(vcf, fasta, backend: str | Backend, weights=None, out=None, tsv=No
                 summary.scored += n
             bar.update(n + sum(len(site.skipped) for site in batch.sites))
             if len(scored) >= write_chunk:
-                _write_scored(writers, scored, stats)
+                _write_scored(writers, scored)
             if len(skipped) >= write_chunk:
                 _write_skipped(writers, skipped)
-        _write_scored(writers, scored, stats)
+        _write_scored(writers, scored)
         _write_skipped(writers, skipped)
         bar.close()
         summary.records_read = reader.records_read

@@ -10,6 +10,15 @@ the bins b where the pair is valid:
 * ``D2``     = √ Σ (alt_b − ref_b)²                               (L2 distance)
 
 All are computed in float32 whatever the model's precision.
+
+Profile statistics compare whole predicted profiles: one value per variant, over
+every output bin (aligned as above) and a set of tracks (a backend's
+``profile_tracks``, e.g. CLIPNET's two strands; otherwise the selected tracks).
+With ``r`` and ``a`` the REF and ALT values over all those bins and tracks:
+
+* ``QTL`` = √ Σ (a − r)²                          (CLIPNET's QTL score: L2 distance of the tracks)
+* ``JSD`` = √ JS(p ‖ q), p = (r + ε)/Σ(r + ε), q likewise for a, ε = 1e-10, log base 2
+          (Jensen–Shannon distance of the profiles' shapes, in [0, 1])
 """
 
 from __future__ import annotations
@@ -21,18 +30,21 @@ import torch
 from .errors import OptionError
 
 STATS = ("SAD", "logSED", "D1", "D2")
+PROFILE_STATS = ("QTL", "JSD")
 DEFAULT_STATS = ("SAD", "logSED")
+JSD_EPS = 1e-10
 
 
-def parse_stats(text: str | list[str] | tuple[str, ...] | None) -> tuple[str, ...]:
+def parse_stats(text: str | list[str] | tuple[str, ...] | None, default=DEFAULT_STATS) -> tuple[str, ...]:
     if text is None:
-        return DEFAULT_STATS
+        return tuple(default)
     items = [s.strip() for s in (text.split(",") if isinstance(text, str) else text) if s.strip()]
-    lookup = {s.lower(): s for s in STATS}
+    known = STATS + PROFILE_STATS
+    lookup = {s.lower(): s for s in known}
     out = []
     for s in items:
         if s.lower() not in lookup:
-            raise OptionError(f"--stat {s!r} is not one of {', '.join(STATS)}")
+            raise OptionError(f"--stat {s!r} is not one of {', '.join(known)}")
         if lookup[s.lower()] not in out:
             out.append(lookup[s.lower()])
     if not out:
@@ -72,3 +84,27 @@ def variant_stats(ref_pred: torch.Tensor, alt_pred: torch.Tensor, al: Aligned,
         if "D2" in stats:
             out["D2"] = diff.square().sum(1).sqrt()
     return {s: out[s] for s in stats}
+
+
+def profile_stats(ref_pred: torch.Tensor, alt_pred: torch.Tensor, al: Aligned, tracks: torch.Tensor,
+                  stats: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """(R, B, T) REF and (V, B, T) ALT predictions, all-bin alignment -> {stat: (V,) float32}."""
+    v = alt_pred.shape[0]
+    ref_sel = ref_pred[al.ref_row[:, None], al.ref_bins][..., tracks].float()  # (V, K, P)
+    alt_sel = alt_pred[torch.arange(v, device=alt_pred.device)[:, None], al.alt_bins][..., tracks].float()
+    w = al.mask[..., None].to(ref_sel.dtype)
+    r = (ref_sel * w).reshape(v, -1)
+    a = (alt_sel * w).reshape(v, -1)
+    out = {}
+    if "QTL" in stats:
+        out["QTL"] = (a - r).square().sum(1).sqrt()
+    if "JSD" in stats:
+        wf = w.expand_as(ref_sel).reshape(v, -1)
+        p = (r.clamp(min=0) + JSD_EPS) * wf
+        q = (a.clamp(min=0) + JSD_EPS) * wf
+        p = p / p.sum(1, keepdim=True)
+        q = q / q.sum(1, keepdim=True)
+        m = (p + q) / 2
+        kl = lambda x: torch.where(x > 0, x * torch.log2(x / m.clamp(min=1e-30)), torch.zeros_like(x)).sum(1)
+        out["JSD"] = (0.5 * kl(p) + 0.5 * kl(q)).clamp(min=0).sqrt()
+    return {s: out[s] for s in stats if s in out}

@@ -65,10 +65,12 @@ class H5Writer:
     """Scores in the layout of basenji's sad.h5, plus a ``skipped`` group and run metadata."""
 
     def __init__(self, path: str | os.PathLike, track_ids: list[str], track_labels: list[str],
-                 stats: tuple[str, ...], attrs: dict, float32: bool = False, chunk_rows: int | None = None):
+                 stats: tuple[str, ...], attrs: dict, float32: bool = False, chunk_rows: int | None = None,
+                 profile_stats: tuple[str, ...] = ()):
         self.path = Path(path)
         self.tmp = partial_path(self.path)
         self.stats = stats
+        self.profile_stats = profile_stats
         self.n_tracks = len(track_ids)
         self.dtype = np.float32 if float32 else np.float16
         self.overflow = {s: 0 for s in stats}
@@ -90,6 +92,8 @@ class H5Writer:
         for s in stats:
             f.create_dataset(s, (0, self.n_tracks), maxshape=(None, self.n_tracks), dtype=self.dtype,
                              chunks=(rows, self.n_tracks))
+        for s in profile_stats:  # one value per variant, float32
+            f.create_dataset(s, (0,), maxshape=(None,), dtype=np.float32, chunks=(4096,))
         g = f.create_group("skipped")
         for name in ("chr", "id", "ref_allele", "alt_allele", "reason"):
             g.create_dataset(name, (0,), maxshape=(None,), dtype=STR, chunks=(1024,))
@@ -113,6 +117,8 @@ class H5Writer:
                 self.overflow[s] += int((np.abs(vals[np.isfinite(vals)]) > FLOAT16_MAX).sum())
             with np.errstate(over="ignore"):  # counted above, reported at the end
                 _append(f[s], vals.astype(self.dtype))
+        for s in self.profile_stats:
+            _append(f[s], scores[s].astype(np.float32))
         self.rows += len(rows)
 
     def write_skipped(self, rows: VariantRows, reasons: list[str]) -> None:
@@ -175,11 +181,14 @@ class TSVWriter(_TextWriter):
     """One row per variant: chrom, pos, id, ref, alt, then ``STAT:TRACK`` columns (wide) —
     or, with ``long=True``, one row per variant, track and statistic."""
 
-    def __init__(self, path: str | os.PathLike, track_ids: list[str], stats: tuple[str, ...], long: bool = False):
+    def __init__(self, path: str | os.PathLike, track_ids: list[str], stats: tuple[str, ...], long: bool = False,
+                 profile_stats: tuple[str, ...] = ()):
         self.track_ids = track_ids
         self.stats = stats
+        self.profile_stats = profile_stats
         self.long = long
-        cols = ["track", "stat", "value"] if long else [f"{s}:{t}" for s in stats for t in track_ids]
+        cols = (["track", "stat", "value"] if long
+                else [f"{s}:{t}" for s in stats for t in track_ids] + list(profile_stats))
         super().__init__(path, ["chrom", "pos", "id", "ref", "alt", *cols])
 
     def write(self, rows: VariantRows, scores: dict[str, np.ndarray]) -> None:
@@ -193,9 +202,12 @@ class TSVWriter(_TextWriter):
                 txt = _fmt(scores[s])
                 for k, key in enumerate(keys):
                     lines.extend(f"{key}\t{t}\t{s}\t{v}" for t, v in zip(self.track_ids, txt[k]))
+            for s in self.profile_stats:  # one value per variant: track '*'
+                lines.extend(f"{key}\t*\t{s}\t{v}" for key, v in zip(keys, _fmt(scores[s])))
             self.fh.write("\n".join(lines) + "\n")
         else:
-            block = np.concatenate([scores[s] for s in self.stats], axis=1)
+            block = np.concatenate([scores[s] for s in self.stats] +
+                                   [scores[s][:, None] for s in self.profile_stats], axis=1)
             txt = _fmt(block)
             self.fh.write("\n".join(k + "\t" + "\t".join(row) for k, row in zip(keys, txt)) + "\n")
 
