@@ -18,6 +18,8 @@ GROUP = "varfx.backends"
 #: name -> "module:Class"
 BUILTIN = {
     "torchscript": "varfx.backends.torchscript:TorchScriptBackend",
+    "clipnet": "varfx.backends.clipnet:ClipnetBackend",
+    "enformer": "varfx.backends.enformer:EnformerBackend",
 }
 
 

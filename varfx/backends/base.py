@@ -109,8 +109,15 @@ def tracks_table(tracks) -> pd.DataFrame:
 
 
 def load_state_dict_checked(module: torch.nn.Module, state: dict, source: str) -> None:
-    """Load ``state`` into ``module``; name the first tensor that is missing, extra or misshapen."""
-    own = module.state_dict()
+    """Load ``state`` into ``module``; name the first tensor that is missing, extra or misshapen.
+
+    BatchNorm's ``num_batches_tracked`` counters play no part in inference and may be absent.
+    """
+    def counter(key: str) -> bool:
+        return key.endswith("num_batches_tracked")
+
+    own = {k: v for k, v in module.state_dict().items() if not counter(k)}
+    state = {k: v for k, v in state.items() if not counter(k)}
     for key, value in own.items():
         if key not in state:
             raise ModelError(f"{source}: tensor {key} (shape {tuple(value.shape)}) is missing from the weights")
@@ -121,7 +128,7 @@ def load_state_dict_checked(module: torch.nn.Module, state: dict, source: str) -
     if extra:
         raise ModelError(f"{source}: the weights have a tensor the model does not: {extra[0]} "
                          f"(shape {tuple(state[extra[0]].shape)})")
-    module.load_state_dict(state, strict=True)
+    module.load_state_dict(state, strict=False)
 
 
 def reject_options(backend: str, options: dict) -> None:

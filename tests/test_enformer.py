@@ -1,0 +1,178 @@
+"""varfx's Enformer against enformer-pytorch (a test extra) with the same random weights."""
+
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from varfx.backends import load_backend
+from varfx.backends import enformer_model as M
+from varfx.errors import ModelError
+
+ep = pytest.importorskip("enformer_pytorch")
+from enformer_pytorch import modeling_enformer as EP  # noqa: E402
+
+SMALL = dict(dim=48, depth=2, heads=2, attn_dim_key=8, num_downsamples=7, dim_divisible_by=8, target_length=4,
+             output_heads=dict(human=5313, mouse=12))
+SMALL_LENGTH = 128 * 8  # 8 tower positions, the central 4 kept
+
+
+def tf_style_gamma(positions, features, seq_len, **_):
+    """Gamma basis normalised per feature over positions (the TensorFlow original), in float64."""
+    d = positions.double().abs()[:, None]
+    stddev = seq_len / (2 * features)
+    mean = torch.linspace(seq_len / features, seq_len, features, dtype=torch.float64)[None, :]
+    conc, rate = (mean / stddev) ** 2, mean / stddev ** 2
+    logp = torch.xlogy(conc - 1, d) - rate * d - (torch.lgamma(conc) - conc * torch.log(rate))
+    p = torch.exp(logp) + 1e-8
+    return (p / p.amax(0, keepdim=True)).float()
+
+
+def randomize(model, seed=0):
+    """Random weights at the scale of a fresh initialisation (fan-in scaled), so that activations
+    stay O(1), attention is not saturated and every part of the model (the positional basis too)
+    shapes the output; BatchNorm statistics are random but sane."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.ndim >= 2:
+                p.copy_(torch.randn(p.shape, generator=g) / math.sqrt(p[0].numel()))
+            elif name.endswith("weight"):  # norm scales
+                p.copy_(1 + 0.1 * torch.randn(p.shape, generator=g))
+            else:  # biases, relative-position biases
+                p.copy_(0.1 * torch.randn(p.shape, generator=g))
+        for name, b in model.named_buffers():
+            if "running_mean" in name:
+                b.copy_(torch.randn(b.shape, generator=g) * 0.1)
+            elif "running_var" in name:
+                b.copy_(torch.rand(b.shape, generator=g) + 0.5)
+
+
+def random_one_hot(n, length, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randint(0, 5, (n, length), generator=g)
+    return torch.nn.functional.one_hot(idx, 5)[..., :4].float()  # code 4 = N = zeros
+
+
+def rel_err(a, b):
+    return float((a - b).abs().max() / b.abs().max())
+
+
+@pytest.fixture
+def small_port(tmp_path, monkeypatch):
+    monkeypatch.setattr(EP, "get_positional_features_gamma", tf_style_gamma)
+    model = EP.Enformer.from_hparams(**SMALL).eval()
+    randomize(model)
+    model.save_pretrained(tmp_path / "ckpt", safe_serialization=False)  # shared _trunk tensors: .bin
+    cfg = json.loads((tmp_path / "ckpt" / "config.json").read_text())
+    cfg["sequence_length"] = SMALL_LENGTH
+    (tmp_path / "ckpt" / "config.json").write_text(json.dumps(cfg))
+    return model, tmp_path / "ckpt"
+
+
+def test_reduced_config_matches_enformer_pytorch(small_port):
+    port, ckpt = small_port
+    assert (ckpt / "pytorch_model.bin").exists()
+    x = random_one_hot(3, SMALL_LENGTH)
+    with torch.no_grad():
+        want = port(x)
+    for head in ("human", "mouse"):
+        b = load_backend("enformer", [str(ckpt)], head=head)
+        assert b.geometry.input_length == SMALL_LENGTH and b.geometry.output_bins == 4
+        assert b.geometry.bin_offset == (SMALL_LENGTH - 4 * 128) // 2
+        with torch.no_grad():
+            got = b.predict(x)
+        assert got.shape == want[head].shape
+        assert rel_err(got, want[head]) <= 1e-5, rel_err(got, want[head])
+
+
+def test_track_selection_slices_the_head(small_port):
+    port, ckpt = small_port
+    b = load_backend("enformer", [str(ckpt)])
+    x = random_one_hot(2, SMALL_LENGTH)
+    with torch.no_grad():
+        full = b.predict(x)
+        b.compute_tracks([5, 4000, 17])
+        part = b.predict(x)
+    assert part.shape == (2, 4, 3)
+    torch.testing.assert_close(part, full[..., [5, 4000, 17]], rtol=1e-5, atol=1e-6)
+    assert list(b.tracks["id"][:2]) == ["ENCFF833POA", "ENCFF110QGM"]
+
+
+def test_bare_state_dict_with_trunk_duplicates(small_port, tmp_path):
+    port, ckpt = small_port
+    state = port.state_dict()
+    assert any(k.startswith("_trunk.") for k in state)  # the port's duplicated keys are there
+    torch.save(state, tmp_path / "ckpt" / "weights.pt")
+    b = load_backend("enformer", [str(tmp_path / "ckpt" / "weights.pt")])  # config.json beside it is read
+    x = random_one_hot(1, SMALL_LENGTH)
+    with torch.no_grad():
+        assert rel_err(b.predict(x), port(x)["human"]) <= 1e-5
+
+
+def test_mismatched_tensor_is_named(small_port, tmp_path):
+    port, ckpt = small_port
+    state = port.state_dict()
+    state = {k: v for k, v in state.items() if not k.startswith("_trunk.")}
+    state["transformer.1.0.fn.1.to_q.weight"] = torch.zeros(3, 48)
+    torch.save(state, tmp_path / "ckpt" / "bad.pt")
+    with pytest.raises(ModelError, match=r"tensor layers\.1\.attn\.to_q\.weight has shape \(3, 48\) in the weights "
+                                         r"but the model expects \(16, 48\)"):
+        load_backend("enformer", [str(tmp_path / "ckpt" / "bad.pt")])
+
+
+def test_gamma_basis_is_normalised_per_feature_like_tensorflow():
+    """At Enformer's 1,536 positions the basis is within TF's own float32 noise of the values
+    TensorFlow computed (shipped by enformer-pytorch); per-position normalisation is off by ~1."""
+    tf_gammas = torch.load(os.path.join(os.path.dirname(ep.__file__), "precomputed", "tf_gammas.pt"),
+                           weights_only=True)
+    basis = M.positional_basis(1536, 192)  # 6 groups of 32: exp, mask, gamma, then their signed copies
+    ours = basis[:, 64:96]
+    assert ours.shape == tf_gammas.shape
+    assert float((ours - tf_gammas).abs().max()) < 3e-3
+    per_position = tf_style_gamma(torch.arange(-1535, 1536), 32, 1536)
+    per_position = per_position / per_position.amax(1, keepdim=True)
+    assert float((per_position - tf_gammas).abs().max()) > 0.9
+    # and for other lengths the same function (no table): mask and exponential parts too
+    for n in (8, 100):
+        b = M.positional_basis(n, 12)
+        assert b.shape == (2 * n - 1, 12)
+        np.testing.assert_allclose(b[:, 4:6].numpy(), tf_style_gamma(torch.arange(-n + 1, n), 2, n).numpy(),
+                                   rtol=1e-6, atol=1e-7)
+
+
+def test_safetensors_folder(small_port, tmp_path):
+    safetensors = pytest.importorskip("safetensors.torch")
+    port, ckpt = small_port
+    state = {k: v.contiguous() for k, v in port.state_dict().items() if not k.startswith("_trunk.")}
+    (ckpt / "pytorch_model.bin").unlink()
+    safetensors.save_file(state, str(ckpt / "model.safetensors"))
+    b = load_backend("enformer", [str(ckpt)])
+    x = random_one_hot(1, SMALL_LENGTH)
+    with torch.no_grad():
+        assert rel_err(b.predict(x), port(x)["human"]) <= 1e-5
+    from varfx.backends.weights import read_safetensors
+    back = read_safetensors(ckpt / "model.safetensors")
+    assert set(back) == set(state) and all(torch.equal(back[k], state[k]) for k in state)
+
+
+@pytest.mark.slow
+def test_full_size_matches_enformer_pytorch_with_tf_gammas(tmp_path):
+    """The standard configuration (196,608 bp, 5,313 + 1,643 tracks), one forward on the CPU each."""
+    port = EP.Enformer.from_hparams(use_tf_gamma=True).eval()
+    randomize(port, seed=3)
+    torch.save(port.state_dict(), tmp_path / "enformer.pt")  # a bare state dict, _trunk duplicates included
+    x = random_one_hot(1, M.SEQUENCE_LENGTH, seed=4)
+    with torch.inference_mode():
+        want = port(x)["human"]
+    del port
+    b = load_backend("enformer", [str(tmp_path / "enformer.pt")])
+    assert b.geometry.input_length == 196_608 and b.geometry.bin_offset == 40_960 and len(b.tracks) == 5313
+    with torch.inference_mode():
+        got = b.predict(x)
+    err = rel_err(got, want)
+    print(f"full-size relative error vs enformer-pytorch (TF gammas): {err:.2e}")
+    assert err <= 1e-5

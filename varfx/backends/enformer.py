@@ -1,0 +1,173 @@
+"""``enformer``: Enformer from local weights in the layout of the widely shared PyTorch port.
+
+``--weights`` is either a folder with ``config.json`` and ``model.safetensors`` or
+``pytorch_model.bin`` (what ``save_pretrained`` writes), or a bare state-dict
+file (then the standard configuration is assumed, or a ``config.json`` beside it
+is read). The port's duplicated ``_trunk.*`` keys are accepted. Tensors are
+translated to varfx's own module names and checked one by one: the first that is
+missing or of the wrong shape is named with both shapes.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from importlib import resources
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from ..errors import InputError, ModelError, OptionError
+from ..windows import Geometry
+from .base import Backend, load_state_dict_checked, reject_options
+from .enformer_model import SEQUENCE_LENGTH, Enformer, EnformerConfig
+from .weights import read_state_dict
+
+HEADS = ("human", "mouse")
+
+#: port key prefix -> varfx key prefix, tried in order (after _trunk.N aliases are resolved)
+_RENAMES = [
+    (r"^stem\.0\.", "stem.conv."),
+    (r"^stem\.1\.fn\.0\.", "stem.res.bn."),
+    (r"^stem\.1\.fn\.2\.", "stem.res.conv."),
+    (r"^stem\.2\.to_attn_logits\.", "stem.pool.logits."),
+    (r"^conv_tower\.(\d+)\.0\.0\.", r"tower.\1.block.bn."),
+    (r"^conv_tower\.(\d+)\.0\.2\.", r"tower.\1.block.conv."),
+    (r"^conv_tower\.(\d+)\.1\.fn\.0\.", r"tower.\1.res.bn."),
+    (r"^conv_tower\.(\d+)\.1\.fn\.2\.", r"tower.\1.res.conv."),
+    (r"^conv_tower\.(\d+)\.2\.to_attn_logits\.", r"tower.\1.pool.logits."),
+    (r"^transformer\.(\d+)\.0\.fn\.0\.", r"layers.\1.attn_norm."),
+    (r"^transformer\.(\d+)\.0\.fn\.1\.rel_content_bias$", r"layers.\1.attn.content_bias"),
+    (r"^transformer\.(\d+)\.0\.fn\.1\.rel_pos_bias$", r"layers.\1.attn.pos_bias"),
+    (r"^transformer\.(\d+)\.0\.fn\.1\.", r"layers.\1.attn."),
+    (r"^transformer\.(\d+)\.1\.fn\.0\.", r"layers.\1.ff_norm."),
+    (r"^transformer\.(\d+)\.1\.fn\.1\.", r"layers.\1.ff_in."),
+    (r"^transformer\.(\d+)\.1\.fn\.4\.", r"layers.\1.ff_out."),
+    (r"^final_pointwise\.1\.0\.", "final.bn."),
+    (r"^final_pointwise\.1\.2\.", "final.conv."),
+    (r"^_heads\.(\w+)\.0\.", r"heads.\1."),
+]
+_TRUNK = {"1": "stem", "2": "conv_tower", "4": "transformer", "6": "final_pointwise"}
+
+
+def translate_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The port's state dict -> varfx's names (num_batches_tracked dropped; _trunk duplicates merged)."""
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        if key.endswith("num_batches_tracked"):
+            continue
+        key = re.sub(r"^(?:enformer\.)?", "", key)  # a prefix some wrappers add
+        m = re.match(r"^_trunk\.(\d+)\.(.*)$", key)
+        if m:
+            if m.group(1) not in _TRUNK:
+                continue
+            key = f"{_TRUNK[m.group(1)]}.{m.group(2)}"
+        for pattern, repl in _RENAMES:
+            new, n = re.subn(pattern, repl, key)
+            if n:
+                key = new
+                break
+        else:
+            if not key.startswith(("stem.", "tower.", "layers.", "final.", "heads.")):
+                raise ModelError(f"the weights have a tensor varfx's Enformer does not know: {key} "
+                                 f"(shape {tuple(value.shape)})")
+        if key in out and not torch.equal(out[key], value):
+            raise ModelError(f"the weights hold two different tensors for {key} (a _trunk alias disagrees)")
+        out[key] = value
+    return out
+
+
+def locate(weights: list[str]) -> tuple[Path, dict]:
+    """--weights -> (state-dict file, config dict)."""
+    if len(weights) != 1:
+        raise OptionError("the enformer backend takes one --weights: a folder (config.json + model.safetensors "
+                          "or pytorch_model.bin) or a state-dict file")
+    p = Path(weights[0])
+    folder = p if p.is_dir() else p.parent
+    cfg_path = folder / "config.json"
+    config = {}
+    if cfg_path.is_file():
+        try:
+            config = json.loads(cfg_path.read_text())
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{cfg_path} is not valid JSON: {exc}")
+    if p.is_dir():
+        for name in ("model.safetensors", "pytorch_model.bin"):
+            if (p / name).is_file():
+                return p / name, config
+        raise InputError(f"--weights {p}: the folder has neither model.safetensors nor pytorch_model.bin")
+    if not p.is_file():
+        raise InputError(f"weights not found: {p}")
+    return p, config
+
+
+def targets(head: str) -> pd.DataFrame:
+    """The shipped track table of a head: id (ENCODE/FANTOM accession), description, and the rest."""
+    with resources.files("varfx").joinpath(f"data/enformer/targets_{head}.txt").open() as fh:
+        table = pd.read_csv(fh, sep="\t")
+    return table.rename(columns={"identifier": "id"})[["id", "description", "index", "file", "clip", "scale",
+                                                       "sum_stat"]].astype({"id": str, "description": str})
+
+
+class EnformerBackend(Backend):
+    name = "enformer"
+    summary = "Enformer (196,608 bp → 896 × 128-bp bins; human 5,313 / mouse 1,643 tracks)"
+    needs = ("--weights DIR (config.json + model.safetensors or pytorch_model.bin, as enformer-pytorch "
+             "saves) or a state-dict file; --head human|mouse")
+
+    def __init__(self, weights: list[str], head: str = "human", **options):
+        super().__init__()
+        reject_options(self.name, options)
+        path, config = locate(weights)
+        cfg = EnformerConfig.from_dict(config)
+        if head not in cfg.output_heads:
+            raise OptionError(f"--head {head!r}: the model's heads are {', '.join(cfg.output_heads)}")
+        self.head_name = head
+        self.model = Enformer(cfg).eval()
+        load_state_dict_checked(self.model, translate_keys(read_state_dict(path)), str(path))
+        self.weight_files = [path] + ([path.parent / "config.json"] if (path.parent / "config.json").is_file() else [])
+        length = int(config.get("sequence_length", SEQUENCE_LENGTH))
+        bs = self.model.bin_size
+        span = cfg.target_length * bs
+        if (length - span) % 2 or length < span:
+            raise ModelError(f"sequence_length {length} does not hold {cfg.target_length} bins of {bs} bp centred")
+        self.geometry = Geometry(length, cfg.target_length, bs, (length - span) // 2)
+        self.tracks = self.track_table_for(head, cfg.output_heads[head])
+        self.strand_pairs = []
+        self._rows = None
+
+    @staticmethod
+    def track_table_for(head: str, n: int) -> pd.DataFrame:
+        if head in HEADS:
+            table = targets(head)
+            if len(table) == n:
+                return table
+        return pd.DataFrame({"id": [f"{head}_{i}" for i in range(n)],
+                             "description": [f"{head} track {i}" for i in range(n)]})
+
+    @classmethod
+    def track_table(cls, weights: list[str], head: str = "human", **options) -> pd.DataFrame:
+        if head not in HEADS:
+            raise OptionError(f"--head {head!r} is not one of {', '.join(HEADS)}")
+        return targets(head)
+
+    def compute_tracks(self, indices):
+        """Unselected tracks are not computed: the head's final layer is sliced."""
+        self._rows = None if indices is None else torch.as_tensor(list(indices), dtype=torch.long)
+
+    def to(self, device):
+        self.model.to(device)
+        if self._rows is not None:
+            self._rows = self._rows.to(device)
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        emb = self.model.trunk_from_tower(self.model.conv_tower(x))
+        return self.model.head(emb, self.head_name, self._rows)
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward(x)
+
+    def settings(self) -> dict:
+        return {"head": self.head_name, "config": vars(self.model.cfg)}
