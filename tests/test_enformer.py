@@ -176,3 +176,96 @@ def test_full_size_matches_enformer_pytorch_with_tf_gammas(tmp_path):
     err = rel_err(got, want)
     print(f"full-size relative error vs enformer-pytorch (TF gammas): {err:.2e}")
     assert err <= 1e-5
+
+
+MID = dict(dim=48, depth=2, heads=2, attn_dim_key=8, num_downsamples=7, dim_divisible_by=8, target_length=32,
+           output_heads=dict(human=5313, mouse=12))
+MID_LENGTH = 128 * 64  # 64 tower positions: the incremental pass recomputes only a part
+
+
+@pytest.fixture
+def mid_ckpt(tmp_path, monkeypatch):
+    monkeypatch.setattr(EP, "get_positional_features_gamma", tf_style_gamma)
+    model = EP.Enformer.from_hparams(**MID).eval()
+    randomize(model, seed=7)
+    model.save_pretrained(tmp_path / "mid", safe_serialization=False)
+    cfg = json.loads((tmp_path / "mid" / "config.json").read_text())
+    cfg["sequence_length"] = MID_LENGTH
+    (tmp_path / "mid" / "config.json").write_text(json.dumps(cfg))
+    return model, tmp_path / "mid"
+
+
+def test_incremental_alt_pass_is_exact(mid_ckpt):
+    port, ckpt = mid_ckpt
+    b = load_backend("enformer", [str(ckpt)])
+    g = torch.Generator().manual_seed(11)
+    ref = random_one_hot(3, MID_LENGTH, seed=12)
+    spans = [(0, 1), (4095, 4096), (4090, 4093), (127, 130), (MID_LENGTH - 1, MID_LENGTH), (6000, 6003)]
+    alt_rows, ref_row, lo, hi = [], [], [], []
+    for k, (a, z) in enumerate(spans):
+        r = k % 3
+        x = ref[r].clone()
+        x[a:z] = torch.nn.functional.one_hot(torch.randint(0, 4, (z - a,), generator=g), 4).float()
+        alt_rows.append(x)
+        ref_row.append(r)
+        lo.append(a)
+        hi.append(z)
+    alt = torch.stack(alt_rows)
+    with torch.no_grad():
+        full = b.predict(alt)
+        ref_pred, inc = b.predict_ref_alt(ref, alt, torch.tensor(ref_row), torch.tensor(lo), torch.tensor(hi), 4)
+        torch.testing.assert_close(ref_pred, b.predict(ref), rtol=1e-5, atol=1e-7)
+    assert rel_err(inc, full) <= 1e-5, rel_err(inc, full)
+    # an ALT that really changed something changes the prediction
+    assert float((full - ref_pred[torch.tensor(ref_row)]).abs().max()) > 0
+
+
+def test_score_example_with_enformer(mid_ckpt, tmp_path):
+    from click.testing import CliRunner
+
+    import varfx
+    from varfx.cli import cli
+    from conftest import EXAMPLES
+    import shutil
+
+    port, ckpt = mid_ckpt
+    shutil.copy(EXAMPLES / "genome.fa", tmp_path / "genome.fa")
+    lines = (EXAMPLES / "variants.vcf").read_text().splitlines()
+    header = [x for x in lines if x.startswith("#")]
+    records = [x for x in lines if not x.startswith("#")]
+    (tmp_path / "variants.vcf").write_text("\n".join(header + records[::5]) + "\n")  # every 5th record
+    args = ["score", str(tmp_path / "variants.vcf"), "--fasta", str(tmp_path / "genome.fa"), "--backend",
+            "enformer", "--weights", str(ckpt), "--tracks", "CAGE:.*K562", "--rc", "--shifts", "-1,1",
+            "--float32", "-q"]
+    r = CliRunner().invoke(cli, args + ["--out", str(tmp_path / "e.h5")])
+    assert r.exit_code == 0, r.output
+    res = varfx.read_scores(tmp_path / "e.h5")
+    assert list(res.tracks["description"]) == [d for d in M_targets() if __import__("re").search("CAGE:.*K562", d)]
+    assert res.stats["SAD"].shape == (len(res.variants), len(res.tracks)) and len(res.variants) > 50
+    assert np.abs(res.stats["SAD"]).max() > 0
+    # the same run without the incremental pass gives the same scores
+    b = load_backend("enformer", [str(ckpt)], incremental=False)
+    varfx.score_vcf(tmp_path / "variants.vcf", tmp_path / "genome.fa", b, out=tmp_path / "f.h5",
+                    tracks="CAGE:.*K562", rc=True, shifts="-1,1", float32=True)
+    full = varfx.read_scores(tmp_path / "f.h5")
+    np.testing.assert_allclose(res.stats["SAD"], full.stats["SAD"], rtol=1e-4, atol=1e-6)
+
+
+def M_targets():
+    from varfx.backends.enformer import targets
+    return list(targets("human")["description"])
+
+
+def test_tracks_command_lists_enformer_tracks_offline():
+    from click.testing import CliRunner
+    from varfx.cli import cli
+
+    r = CliRunner().invoke(cli, ["tracks", "--backend", "enformer", "--tracks", "CAGE:.*K562"])
+    assert r.exit_code == 0, r.output
+    lines = r.output.strip().splitlines()
+    assert lines[0] == "index\tid\tdescription" and len(lines) > 1
+    assert all("CAGE:" in line and "K562" in line for line in lines[1:])
+    r = CliRunner().invoke(cli, ["tracks", "--backend", "enformer", "--head", "mouse"])
+    assert r.exit_code == 0 and len(r.output.strip().splitlines()) == 1 + 1643
+    r = CliRunner().invoke(cli, ["tracks", "--backend", "enformer", "--head", "fish"])
+    assert r.exit_code == 2 and "--head 'fish'" in r.output

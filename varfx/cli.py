@@ -90,10 +90,13 @@ def backend_options(f):
 @click.option("--distance", type=int, help="spliceai: max distance (bp) between variant and splice site [50].")
 @click.option("--mask", is_flag=True, default=None,
               help="spliceai: mask annotated-site gains and unannotated-site losses.")
+@click.option("--head", help="enformer: human (default) or mouse.")
+@click.option("--no-incremental", "incremental", flag_value=False, default=None,
+              help="enformer: always run the full model for ALT (no incremental conv-tower pass).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def score(vcf, fasta, backend, weights, spec, out, tsv, tsv_long, skipped_tsv, region, ref_mismatch, short_contigs, bins,
           stats, pseudocount, rc, shifts, tracks, batch_size, device, precision, float32, out_vcf, annotation,
-          distance, mask, quiet):
+          distance, mask, head, incremental, quiet):
     """Score every ALT allele in VCF with a model: REF vs ALT windows, per-track effects."""
     from .run import score_vcf
 
@@ -103,7 +106,8 @@ def score(vcf, fasta, backend, weights, spec, out, tsv, tsv_long, skipped_tsv, r
                         pseudocount=pseudocount, rc=rc, shifts=shifts, tracks=tracks, batch_size=batch_size,
                         device=device, precision=precision, float32=float32, quiet=quiet, out_vcf=out_vcf,
                         **{k: v for k, v in {"spec": spec, "annotation": annotation, "distance": distance,
-                                             "mask": mask}.items() if v is not None})
+                                             "mask": mask, "head": head, "incremental": incremental}.items()
+                           if v is not None})
     click.echo(summary.report(), err=True)
 
 
@@ -121,13 +125,14 @@ def backends():
 @cli.command(context_settings=CONTEXT)
 @backend_options
 @click.option("--tracks", metavar="SELECTION", help="Show only these (same syntax as in `varfx score`).")
-def tracks(backend, weights, spec, tracks):
+@click.option("--head", help="enformer: human (default) or mouse.")
+def tracks(backend, weights, spec, tracks, head):
     """List a model's output tracks (index, id, description)."""
     from .backends import backend_class
     from .tracks import select_tracks
 
     cls = backend_class(backend)
-    table = cls.track_table(list(weights), spec=spec)
+    table = cls.track_table(list(weights), **{k: v for k, v in {"spec": spec, "head": head}.items() if v is not None})
     chosen = select_tracks(table, tracks)
     click.echo("index\tid\tdescription")
     for i in chosen:

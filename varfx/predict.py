@@ -107,36 +107,73 @@ class Predictor:
         x = one_hot(codes)
         return x * 2 if self.two_hot else x
 
-    @torch.inference_mode()
-    def __call__(self, codes: np.ndarray) -> torch.Tensor:
-        """(N, L + 2·margin) uint8 -> (N, bins, tracks) float32 on the device.
-
-        Each forward pass takes at most ``batch_size`` sequences, cut and encoded
-        just before it, so device memory holds one batch of encoded input at a time.
-        """
+    def _members(self, t: torch.Tensor):
+        """Yield (k, is_rc, shift, encoded input) for each ensemble member of base codes ``t``."""
         L, m = self.geom.input_length, self.margin
+        for k, (s, is_rc) in enumerate(self.members):
+            x = self._encode(t[:, m + s: m + s + L])
+            yield k, s, is_rc, (revcomp_hot(x) if is_rc else x)
+
+    def _to_device(self, codes: np.ndarray) -> torch.Tensor:
         t = torch.from_numpy(codes)
         if self.device.type == "cuda":
             t = t.pin_memory().to(self.device, non_blocking=True)
-        n = t.shape[0]
-        parts = []
+        return t
+
+    def _run(self, x: torch.Tensor) -> torch.Tensor:
+        """The backend on ``x`` in forward passes of at most ``batch_size`` sequences."""
+        parts = [self.backend.predict(x[i:i + self.batch_size]).float() for i in range(0, x.shape[0], self.batch_size)]
+        return torch.cat(parts, 0) if len(parts) > 1 else parts[0]
+
+    @torch.inference_mode()
+    def __call__(self, ref: np.ndarray, alt: np.ndarray, ref_row: np.ndarray | None = None,
+                 change: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """REF (R, L + 2·margin) and ALT (V, L + 2·margin) uint8 windows -> ensemble-averaged
+        (R, bins, tracks) and (V, bins, tracks) float32 predictions on the device.
+
+        ``change`` gives, per ALT row, the [lo, hi) window positions where it differs from its REF
+        row ``ref_row`` (lo = −1 for indels); backends with an incremental pass use it.
+        """
+        r = ref.shape[0]
+        incremental = change is not None and getattr(self.backend, "incremental", False)
         with self._autocast():
-            for s, is_rc in self.members:
-                window = t[:, m + s: m + s + L]
-                for i in range(0, n, self.batch_size):
-                    x = self._encode(window[i:i + self.batch_size])
-                    if is_rc:
-                        x = revcomp_hot(x)
-                    parts.append(self.backend.predict(x).float())
-        y = torch.cat(parts, 0) if len(parts) > 1 else parts[0]
+            if incremental:
+                tr, ta = self._to_device(ref), self._to_device(alt)
+                rows = torch.as_tensor(ref_row, device=self.device)
+                outs_r, outs_a = [], []
+                for (k, s, is_rc, xr), (_, _, _, xa) in zip(self._members(tr), self._members(ta)):
+                    lo, hi = self._member_span(change, s, is_rc)
+                    pr, pa = self.backend.predict_ref_alt(xr, xa, rows, lo, hi, self.batch_size)
+                    outs_r.append(pr.float())
+                    outs_a.append(pa.float())
+                return self._combine(outs_r), self._combine(outs_a)
+            t = self._to_device(np.concatenate([ref, alt], 0))
+            outs = []
+            for k, s, is_rc, x in self._members(t):
+                outs.append(self._run(x))
+        y = self._combine(outs)
+        return y[:r], y[r:]
+
+    def _member_span(self, change, s: int, is_rc: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """The changed positions [lo, hi) in the frame of member (shift s, strand); −1 stays −1."""
+        lo = torch.as_tensor(change[0], device=self.device)
+        hi = torch.as_tensor(change[1], device=self.device)
+        indel = lo < 0
+        lo, hi = lo - s, hi - s
+        if is_rc:
+            L = self.geom.input_length
+            lo, hi = L - hi, L - lo
+        return torch.where(indel, -1, lo), torch.where(indel, -1, hi)
+
+    def _combine(self, outs: list[torch.Tensor]) -> torch.Tensor:
+        """Map each member's bins (and strands) back to the forward frame and average."""
         if len(self.members) == 1 and not self.members[0][1] and self.members[0][0] == 0:
-            return y
+            return outs[0]
         total = None
         count = None
         for k, (s, is_rc) in enumerate(self.members):
-            part = y[k * n:(k + 1) * n]
             src, valid = self._maps[k]
-            part = part[:, src]
+            part = outs[k][:, src]
             if is_rc and self._perm is not None:
                 part = part[..., self._perm]
             w = valid.to(part.dtype)[None, :, None]

@@ -314,18 +314,19 @@ def score_vcf(vcf, fasta, backend: str | Backend, weights=None, out=None, tsv=No
             n = 0
             if batch.windows is not None:
                 wb = batch.windows
-                pred = predictor(np.concatenate([wb.ref, wb.alt], 0))
-                r = wb.ref.shape[0]
+                same = wb.delta == 0  # SNVs and MNVs: REF and ALT differ only in [c, c + len(REF))
+                lo = np.where(same, geom.center, -1)
+                ref_pred, alt_pred = predictor(wb.ref, wb.alt, wb.ref_row, (lo, np.where(same, lo + wb.ref_len, -1)))
                 ref_row = torch.as_tensor(wb.ref_row, device=dev)
                 res = {}
                 if track_stats:
                     al = Aligned(ref_row, *(torch.as_tensor(a, device=dev) for a in batch.bins))
-                    res = variant_stats(pred[:r], pred[r:], al, track_stats, pseudocount)
+                    res = variant_stats(ref_pred, alt_pred, al, track_stats, pseudocount)
                     if slice_out:
                         res = {s: v.index_select(1, out_cols) for s, v in res.items()}
                 if prof_stats:
                     al = Aligned(ref_row, *(torch.as_tensor(a, device=dev) for a in batch.all_bins))
-                    res.update(profile_stats(pred[:r], pred[r:], al, prof_cols, prof_stats))
+                    res.update(profile_stats(ref_pred, alt_pred, al, prof_cols, prof_stats))
                 scored.scores.append({s: v.cpu().numpy() for s, v in res.items()})
                 for site in batch.sites:
                     for i, alt in site.alts:

@@ -39,6 +39,10 @@ class Backend:
     #: tracks compared by the profile statistics QTL and JSD (None: the selected tracks)
     profile_tracks: list[int] | None = None
 
+    #: True when the backend implements ``predict_ref_alt(ref_x, alt_x, ref_row, lo, hi, batch_size)``
+    #: and may use it (an incremental ALT pass); the predictor then hands it REF and ALT together
+    incremental: bool = False
+
     encoding: str = "one-hot"
     geometry: Geometry
     tracks: pd.DataFrame

@@ -21,7 +21,7 @@ import torch
 from ..errors import InputError, ModelError, OptionError
 from ..windows import Geometry
 from .base import Backend, load_state_dict_checked, reject_options
-from .enformer_model import SEQUENCE_LENGTH, Enformer, EnformerConfig
+from .enformer_model import SEQUENCE_LENGTH, Enformer, EnformerConfig, patch_tower
 from .weights import read_state_dict
 
 HEADS = ("human", "mouse")
@@ -116,7 +116,7 @@ class EnformerBackend(Backend):
     needs = ("--weights DIR (config.json + model.safetensors or pytorch_model.bin, as enformer-pytorch "
              "saves) or a state-dict file; --head human|mouse")
 
-    def __init__(self, weights: list[str], head: str = "human", **options):
+    def __init__(self, weights: list[str], head: str = "human", incremental: bool = True, **options):
         super().__init__()
         reject_options(self.name, options)
         path, config = locate(weights)
@@ -124,6 +124,7 @@ class EnformerBackend(Backend):
         if head not in cfg.output_heads:
             raise OptionError(f"--head {head!r}: the model's heads are {', '.join(cfg.output_heads)}")
         self.head_name = head
+        self.incremental = incremental
         self.model = Enformer(cfg).eval()
         load_state_dict_checked(self.model, translate_keys(read_state_dict(path)), str(path))
         self.weight_files = [path] + ([path.parent / "config.json"] if (path.parent / "config.json").is_file() else [])
@@ -169,5 +170,33 @@ class EnformerBackend(Backend):
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward(x)
 
+    def predict_ref_alt(self, ref_x, alt_x, ref_row, lo, hi, batch_size: int):
+        """REF and ALT predictions with the incremental ALT pass.
+
+        The conv tower is local: an ALT row that differs from its REF row only in [lo, hi)
+        (SNVs, MNVs) reuses the REF tower output and recomputes it only near the change
+        (``patch_tower``); then only the transformer and head run for it. Rows with lo = −1
+        (indels) take the full pass.
+        """
+        m = self.model
+
+        def chunks(n):
+            return range(0, n, batch_size)
+
+        towers = torch.cat([m.conv_tower(ref_x[i:i + batch_size]) for i in chunks(ref_x.shape[0])])
+        ref_pred = torch.cat([m.head(m.trunk_from_tower(towers[i:i + batch_size]), self.head_name, self._rows)
+                              for i in chunks(towers.shape[0])])
+        alt_pred = torch.empty((alt_x.shape[0], *ref_pred.shape[1:]), dtype=ref_pred.dtype, device=ref_pred.device)
+        local = lo >= 0
+        for idx in (torch.nonzero(local).flatten(), torch.nonzero(~local).flatten()):
+            for i in chunks(idx.numel()):
+                part = idx[i:i + batch_size]
+                if local[part[0]]:
+                    t = patch_tower(m, towers[ref_row[part]], alt_x[part], lo[part], hi[part])
+                else:
+                    t = m.conv_tower(alt_x[part])
+                alt_pred[part] = m.head(m.trunk_from_tower(t), self.head_name, self._rows).to(alt_pred.dtype)
+        return ref_pred, alt_pred
+
     def settings(self) -> dict:
-        return {"head": self.head_name, "config": vars(self.model.cfg)}
+        return {"head": self.head_name, "incremental_alt_pass": self.incremental, "config": vars(self.model.cfg)}

@@ -83,20 +83,26 @@ class ConvBlock(nn.Module):
 
 
 class AttentionPool(nn.Module):
-    """Softmax-weighted pooling of non-overlapping pairs of positions (B, C, L) -> (B, C, L/2)."""
+    """Softmax-weighted pooling of non-overlapping pairs of positions (B, C, L) -> (B, C, L/2).
+
+    The weights are softmax(W·x) over each pair, W a 1×1 convolution without bias. For a pair
+    (x0, x1) the softmax is σ(W·x0 − W·x1) = σ(W·(x0 − x1)), so the pooled value is
+    x1 + (x0 − x1)·σ(W·(x0 − x1)): one convolution at half length and no softmax.
+    """
 
     def __init__(self, dim: int, pool: int = 2):
         super().__init__()
-        self.pool = pool
-        self.logits = nn.Conv2d(dim, dim, 1, bias=False)
+        if pool != 2:
+            raise ValueError("Enformer pools pairs of positions")
+        self.logits = nn.Conv2d(dim, dim, 1, bias=False)  # the shape of the original's weights
 
     def forward(self, x):
         b, c, n = x.shape
-        if n % self.pool:
-            raise ValueError(f"attention pooling needs a length divisible by {self.pool}, got {n}")
-        x = x.reshape(b, c, n // self.pool, self.pool)
-        w = self.logits(x).softmax(dim=-1)
-        return (x * w).sum(-1)
+        if n % 2:
+            raise ValueError(f"attention pooling needs an even length, got {n}")
+        x0, x1 = x[..., 0::2], x[..., 1::2]
+        d = x0 - x1
+        return x1 + d * torch.sigmoid(F.conv1d(d, self.logits.weight[..., 0]))
 
 
 class TowerStage(nn.Module):
@@ -308,6 +314,8 @@ def patch_tower(model: Enformer, ref_tower: torch.Tensor, alt_x: torch.Tensor, s
     out = ref_tower.clone()
     span = int((ends - starts).max()) if len(starts) else 0
     width_bins = 2 * hb + 1 + -(-span // bs) + 2 * hb  # changed bins, their halo, and a clean margin
+    if width_bins >= n:  # the change's neighbourhood is the whole sequence: no saving
+        return model.conv_tower(alt_x)
     width = width_bins * bs
     L = alt_x.shape[1]
     first_bins = ((starts // bs) - 2 * hb).clamp(min=0, max=max(n - width_bins, 0))
