@@ -147,12 +147,16 @@ class Predictor:
                     outs_r.append(pr.float())
                     outs_a.append(pa.float())
                 return self._combine(outs_r), self._combine(outs_a)
-            t = self._to_device(np.concatenate([ref, alt], 0))
-            outs = []
-            for k, s, is_rc, x in self._members(t):
-                outs.append(self._run(x))
-        y = self._combine(outs)
+            y = self.predict_windows(np.concatenate([ref, alt], 0))
         return y[:r], y[r:]
+
+    @torch.inference_mode()
+    def predict_windows(self, codes: np.ndarray) -> torch.Tensor:
+        """(N, L + 2·margin) uint8 windows -> ensemble-averaged (N, bins, tracks) float32 on the device."""
+        t = self._to_device(codes)
+        with self._autocast():
+            outs = [self._run(x) for _, _, _, x in self._members(t)]
+        return self._combine(outs)
 
     def _member_span(self, change, s: int, is_rc: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """The changed positions [lo, hi) in the frame of member (shift s, strand); −1 stays −1."""

@@ -72,7 +72,7 @@ def sha256(path: Path, block: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def _check_out(path: Path | None, flag: str) -> Path | None:
+def check_out(path: Path | None, flag: str) -> Path | None:
     if path is None:
         return None
     path = Path(path)
@@ -84,7 +84,7 @@ def _check_out(path: Path | None, flag: str) -> Path | None:
     return path
 
 
-class _Rows:
+class RowBuffer:
     """Accumulates variant identifiers (and scores) until written in a chunk."""
 
     def __init__(self):
@@ -164,7 +164,7 @@ def _prepare(reader, genome, geom, sel, margin, per_window, unit, ref_policy, sh
         yield emit()
 
 
-def _write_scored(writers, rows: "_Rows") -> None:
+def write_scored(writers, rows: "RowBuffer") -> None:
     if rows.scores:
         block = {s: np.concatenate([b[s] for b in rows.scores]) for s in rows.scores[0]}
         chunk = rows.rows()
@@ -173,7 +173,7 @@ def _write_scored(writers, rows: "_Rows") -> None:
     rows.clear()
 
 
-def _write_skipped(writers, rows: "_Rows") -> None:
+def write_skipped(writers, rows: "RowBuffer") -> None:
     if len(rows):
         chunk = rows.rows()
         for w in writers:
@@ -215,11 +215,11 @@ def score_vcf(vcf, fasta, backend: str | Backend, weights=None, out=None, tsv=No
         raise OptionError("--pseudocount must be ≥ 0")
     if out is None and tsv is None and tsv_long is None:
         raise OptionError("nothing to write: give --out scores.h5 (and/or --tsv / --tsv-long)")
-    out, tsv, tsv_long = _check_out(out, "--out"), _check_out(tsv, "--tsv"), _check_out(tsv_long, "--tsv-long")
+    out, tsv, tsv_long = check_out(out, "--out"), check_out(tsv, "--tsv"), check_out(tsv_long, "--tsv-long")
     if skipped_tsv is None and out is None:  # without HDF5, skipped variants still get listed somewhere
         table = tsv or tsv_long
         skipped_tsv = table.with_name(table.name.removesuffix(".tsv") + ".skipped.tsv")
-    skipped_tsv = _check_out(skipped_tsv, "--skipped-tsv")
+    skipped_tsv = check_out(skipped_tsv, "--skipped-tsv")
     named = [p.resolve() for p in (out, tsv, tsv_long, skipped_tsv) if p is not None]
     if len(set(named)) != len(named):
         raise OptionError("--out, --tsv, --tsv-long and --skipped-tsv must be different files")
@@ -299,7 +299,7 @@ def score_vcf(vcf, fasta, backend: str | Backend, weights=None, out=None, tsv=No
             writers.append(TSVWriter(tsv_long, track_ids, track_stats, long=True, profile_stats=prof_stats))
         if skipped_tsv is not None:
             writers.append(SkippedTSVWriter(skipped_tsv))
-        scored, skipped = _Rows(), _Rows()
+        scored, skipped = RowBuffer(), RowBuffer()
         bar = tqdm(unit=" variants", disable=quiet, file=sys.stderr, dynamic_ncols=True, mininterval=0.5)
         batches = _prepare(reader, genome, geom, sel, predictor.margin, predictor.members_per_window,
                            work_unit(batch_size, geom.input_length), ref_mismatch, short_contigs,
@@ -335,11 +335,11 @@ def score_vcf(vcf, fasta, backend: str | Backend, weights=None, out=None, tsv=No
                 summary.scored += n
             bar.update(n + sum(len(site.skipped) for site in batch.sites))
             if len(scored) >= write_chunk:
-                _write_scored(writers, scored)
+                write_scored(writers, scored)
             if len(skipped) >= write_chunk:
-                _write_skipped(writers, skipped)
-        _write_scored(writers, scored)
-        _write_skipped(writers, skipped)
+                write_skipped(writers, skipped)
+        write_scored(writers, scored)
+        write_skipped(writers, skipped)
         bar.close()
         summary.records_read = reader.records_read
         summary.seconds = time.perf_counter() - t0

@@ -29,6 +29,10 @@ SKIP_REASONS = {
     "ref_mismatch": "REF does not match the FASTA",
     "allele_too_long": "REF or ALT does not fit in the model's window",
     "short_contig": "the contig is shorter than the model's window (--short-contigs skip)",
+    # spliceai only
+    "no_gene": "spliceai: no annotated transcript contains the variant",
+    "spliceai_mnv": "spliceai: REF and ALT are both longer than 1 bp (the package does not score these)",
+    "spliceai_ref_too_long": "spliceai: REF is longer than 2 × --distance (the package's limit)",
 }
 
 _VALID = re.compile(r"^[ACGTN]+$")
@@ -152,6 +156,11 @@ class VariantReader:
                 f"--region needs an index next to {self.path}: run `bcftools index {self.path}` "
                 f"(or `tabix -p vcf {self.path}` for a bgzipped VCF)")
         self._queries = [self._region_query(r) for r in self.regions]
+
+    @property
+    def queries(self) -> list[str]:
+        """The region strings handed to htslib (contig names as in the VCF); empty: whole file."""
+        return list(self._queries)
 
     def _region_query(self, text: str) -> str:
         chrom, start, end = parse_region(text)

@@ -20,6 +20,7 @@ BUILTIN = {
     "torchscript": "varfx.backends.torchscript:TorchScriptBackend",
     "clipnet": "varfx.backends.clipnet:ClipnetBackend",
     "enformer": "varfx.backends.enformer:EnformerBackend",
+    "spliceai": "varfx.backends.spliceai:SpliceAIBackend",
 }
 
 
