@@ -18,6 +18,7 @@ GROUP = "varfx.backends"
 #: name -> "module:Class"
 BUILTIN = {
     "torchscript": "varfx.backends.torchscript:TorchScriptBackend",
+    "keras": "varfx.backends.keras:KerasBackend",
     "clipnet": "varfx.backends.clipnet:ClipnetBackend",
     "enformer": "varfx.backends.enformer:EnformerBackend",
     "spliceai": "varfx.backends.spliceai:SpliceAIBackend",
