@@ -78,8 +78,12 @@ class ClipnetBackend(Backend):
     @staticmethod
     def _output_order(model, path: Path) -> tuple[int, int]:
         """Indices of the profile and quantity outputs, checked on a dry run."""
-        with torch.inference_mode():
-            outs = model(torch.zeros(1, INPUT_LENGTH, 4))
+        try:
+            with torch.inference_mode():
+                outs = model(torch.zeros(1, INPUT_LENGTH, 4))
+        except Exception as exc:  # any model can be handed in: say why it is not a CLIPNET fold
+            raise ModelError(f"{path} is not a CLIPNET fold: it fails on a (1, {INPUT_LENGTH}, 4) input "
+                             f"({str(exc).strip().splitlines()[0]})")
         shapes = [tuple(o.shape) for o in outs]
         names = list(getattr(model, "output_names", []))
         if len(outs) != 2:
