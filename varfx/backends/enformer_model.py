@@ -69,6 +69,17 @@ class GELU(nn.Module):
         return torch.sigmoid(1.702 * x) * x
 
 
+def batch_norm_affine(bn: nn.BatchNorm1d, x: torch.Tensor) -> torch.Tensor:
+    """Inference BatchNorm on (B, C, L) as x·a + b in x's own dtype.
+
+    ``F.batch_norm`` runs in float32 under CPU autocast, so a bf16 model would convert every
+    activation to float32 and back around each norm; the affine form needs no conversion.
+    """
+    a = bn.weight.float() * torch.rsqrt(bn.running_var.float() + bn.eps)
+    b = bn.bias.float() - bn.running_mean.float() * a
+    return torch.addcmul(b.to(x.dtype)[:, None], x, a.to(x.dtype)[:, None])
+
+
 class ConvBlock(nn.Module):
     """BatchNorm → GELU → Conv1d, on (B, C, L)."""
 
@@ -79,7 +90,7 @@ class ConvBlock(nn.Module):
         self.act = GELU()
 
     def forward(self, x):
-        return self.conv(self.act(self.bn(x)))
+        return self.conv(self.act(batch_norm_affine(self.bn, x)))
 
 
 class AttentionPool(nn.Module):
