@@ -51,3 +51,27 @@ def test_motif_breaking_variants_rank_first(example_scores):
     assert (top["class"] == "motif_breaking").mean() >= 0.9
     # breaking a motif lowers the signal
     assert np.median(res.stats["SAD"][(v["class"] == "motif_breaking").to_numpy()].min(1)) < 0
+
+
+@pytest.mark.slow
+def test_spliceai_on_the_example_genome(tmp_path):
+    """`varfx score` runs the real SpliceAI models on the bundled example (its own gene table)."""
+    import cyvcf2
+    from varfx.backends import spliceai as S
+
+    for name in ("genome.fa", "variants.vcf", "genes_spliceai.txt"):
+        shutil.copy(EXAMPLES / name, tmp_path / name)
+    r = CliRunner().invoke(cli, ["score", str(tmp_path / "variants.vcf"), "--fasta", str(tmp_path / "genome.fa"),
+                                 "--backend", "spliceai", "--annotation", str(tmp_path / "genes_spliceai.txt"),
+                                 "--out", str(tmp_path / "s.h5"), "--out-vcf", str(tmp_path / "s.vcf.gz"), "-q"])
+    assert r.exit_code == 0, r.output
+    rows = S.read_spliceai(tmp_path / "s.h5")
+    assert set(rows.scores["gene"]) == {"EXPLUS", "EXMINUS"}
+    assert set(rows.scores.loc[rows.scores["gene"] == "EXMINUS", "strand"]) == {"-"}
+    assert set(rows.skipped["reason"]) >= {"no_gene"}
+    annotated = [v for v in cyvcf2.VCF(str(tmp_path / "s.vcf.gz")) if v.INFO.get("SpliceAI")]
+    inside = [v for v in cyvcf2.VCF(str(EXAMPLES / "variants.vcf"))
+              if (v.CHROM == "chr1" and 20001 <= v.POS <= 26000) or (v.CHROM == "chr2" and 8001 <= v.POS <= 14000)]
+    assert len(annotated) == len([v for v in inside if not any(a.startswith("<") for a in v.ALT)])
+    assert all(str(v.INFO["SpliceAI"]).split("|")[1] in ("EXPLUS", "EXMINUS") for v in annotated)
+    assert "no_gene" in r.output
