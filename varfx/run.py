@@ -164,6 +164,21 @@ def _prepare(reader, genome, geom, sel, margin, per_window, unit, ref_policy, sh
         yield emit()
 
 
+def finish_run(writers, summary: RunSummary, reader, t0: float) -> None:
+    """Close a run: check the accounting, store the counts in every output and give each its final name."""
+    summary.records_read = reader.records_read
+    summary.seconds = time.perf_counter() - t0
+    if summary.scored + summary.skipped_total != summary.variants:  # an internal invariant, not user input
+        raise AssertionError("variant accounting does not add up")
+    final = {"records_read": summary.records_read, "variants": summary.variants,
+             "variants_scored": summary.scored, "variants_skipped": summary.skipped_total,
+             "skipped_by_reason": dict(summary.skipped), "float16_overflow": summary.float16_overflow,
+             "seconds": round(summary.seconds, 3)}
+    for w in writers:
+        w.finish(final)
+        summary.outputs.append(w.path)
+
+
 def write_scored(writers, rows: "RowBuffer") -> None:
     if rows.scores:
         block = {s: np.concatenate([b[s] for b in rows.scores]) for s in rows.scores[0]}
@@ -341,17 +356,9 @@ def score_vcf(vcf, fasta, backend: str | Backend, weights=None, out=None, tsv=No
         write_scored(writers, scored)
         write_skipped(writers, skipped)
         bar.close()
-        summary.records_read = reader.records_read
-        summary.seconds = time.perf_counter() - t0
         if out is not None:
             summary.float16_overflow = dict(writers[0].overflow)
-        final = {"records_read": summary.records_read, "variants": summary.variants,
-                 "variants_scored": summary.scored, "variants_skipped": summary.skipped_total,
-                 "skipped_by_reason": dict(summary.skipped), "float16_overflow": summary.float16_overflow,
-                 "seconds": round(summary.seconds, 3)}
-        for w in writers:
-            w.finish(final)
-            summary.outputs.append(w.path)
+        finish_run(writers, summary, reader, t0)
     except BaseException:
         for w in writers:
             w.abort()
@@ -361,6 +368,4 @@ def score_vcf(vcf, fasta, backend: str | Backend, weights=None, out=None, tsv=No
             ahead.close()  # stops and joins the prefetch thread before the genome and reader close
         reader.close()
         genome.close()
-    if summary.scored + summary.skipped_total != summary.variants:  # an internal invariant, not user input
-        raise AssertionError("variant accounting does not add up")
     return summary
