@@ -127,10 +127,11 @@ def sequence_input(batch: int, length: int, hot: int, seed: int = 0) -> np.ndarr
 
 # -- timing ------------------------------------------------------------------------------------------------------------
 
-def time_varfx(path: Path, x: np.ndarray, threads: int, repeats: int) -> tuple[list[tuple], list[np.ndarray]]:
+def time_varfx(path: Path, x: np.ndarray, threads: int, repeats: int, trim: bool = True):
     """(wall, CPU) seconds of each timed call, and the outputs."""
     torch.set_num_threads(threads)
     model = load_keras_h5(path)
+    model.trim = trim
     xt = torch.from_numpy(x)
     seconds = []
     with torch.inference_mode():
@@ -181,6 +182,8 @@ def main() -> None:
     parser.add_argument("--spliceai-batch", type=int, default=8)
     parser.add_argument("--clipnet-batch", type=int, default=64)
     parser.add_argument("--models", default="spliceai,clipnet")
+    parser.add_argument("--no-trim", action="store_true", help="varfx computes every layer over its whole length "
+                        "(KerasModel.trim = False), as before it computed only the positions an output needs")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -192,7 +195,7 @@ def main() -> None:
         for key in args.models.split(","):
             label, make, length, hot, batch = cases[key]
             path, x = make(), sequence_input(batch, length, hot)
-            seconds, ys = time_varfx(path, x, args.threads, args.repeats)
+            seconds, ys = time_varfx(path, x, args.threads, args.repeats, not args.no_trim)
             wall, cpu = rates(seconds, batch)
             row = [label, f"{length:,}", str(batch), str(args.threads), f"{wall:.1f}", f"{cpu:.1f}"]
             if args.tf_python:
@@ -209,7 +212,8 @@ def main() -> None:
                    "max rel. error"]
     load = Path("/proc/loadavg").read_text().split()[0] if Path("/proc/loadavg").exists() else "?"
     print(f"{cpu_name()}, {torch.get_num_threads()} threads; torch {torch.__version__}; fastest of "
-          f"{args.repeats} calls after a warm-up; load average {load} at the end\n")
+          f"{args.repeats} calls after a warm-up; load average {load} at the end"
+          f"{'; varfx with trim off' if args.no_trim else ''}\n")
     print("| " + " | ".join(header) + " |")
     print("|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|")
     for row in rows:

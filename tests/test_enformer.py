@@ -269,3 +269,33 @@ def test_tracks_command_lists_enformer_tracks_offline():
     assert r.exit_code == 0 and len(r.output.strip().splitlines()) == 1 + 1643
     r = CliRunner().invoke(cli, ["tracks", "--backend", "enformer", "--head", "fish"])
     assert r.exit_code == 2 and "--head 'fish'" in r.output
+
+
+@pytest.mark.slow
+def test_score_example_at_full_size(tmp_path):
+    """`varfx score --backend enformer` with a standard-size random checkpoint saved as the port saves it."""
+    import shutil
+    from click.testing import CliRunner
+
+    import varfx
+    from varfx.cli import cli
+    from conftest import EXAMPLES
+
+    port = EP.Enformer.from_hparams(use_tf_gamma=True).eval()
+    randomize(port, seed=5)
+    port.save_pretrained(tmp_path / "ckpt", safe_serialization=False)
+    del port
+    shutil.copy(EXAMPLES / "genome.fa", tmp_path / "genome.fa")
+    lines = (EXAMPLES / "variants.vcf").read_text().splitlines()
+    records = [x for x in lines if not x.startswith("#") and x.split("\t")[2] in ("v0003", "v0012")]
+    assert len(records) == 2  # two motif-breaking SNVs on chr1
+    (tmp_path / "v.vcf").write_text("\n".join([x for x in lines if x.startswith("#")] + records) + "\n")
+    r = CliRunner().invoke(cli, ["score", str(tmp_path / "v.vcf"), "--fasta", str(tmp_path / "genome.fa"),
+                                 "--backend", "enformer", "--weights", str(tmp_path / "ckpt"), "--tracks", "0-9",
+                                 "--short-contigs", "pad", "--out", str(tmp_path / "e.h5"), "--float32", "-q"])
+    assert r.exit_code == 0, r.output
+    res = varfx.read_scores(tmp_path / "e.h5")
+    assert len(res.variants) == 2 and res.stats["SAD"].shape == (2, 10)
+    assert res.settings["window_length"] == 196_608 and res.settings["bin_offset"] == 40_960
+    assert res.settings["bins"] == "variant:128" and np.isfinite(res.stats["SAD"]).all()
+    assert np.abs(res.stats["SAD"]).max() > 0

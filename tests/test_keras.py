@@ -75,6 +75,122 @@ def test_real_spliceai_model_matches_keras(index):
         assert got.shape == (2, 101, 3) and relative_error(got, g[f"y{index}_0"]) <= TOLERANCE
 
 
+# -- computing only the positions that reach an output ----------------------------------------------------------------
+
+def trim_config() -> dict:
+    """A functional model whose outputs are cropped, through every layer that can compute part of a sequence."""
+    layers = [{"class_name": "InputLayer", "name": "a", "inbound_nodes": [],
+               "config": {"name": "a", "batch_input_shape": [None, None, 4]}}]
+
+    def add(cls, name, inputs, **config):
+        layers.append({"class_name": cls, "name": name, "config": {"name": name, **config},
+                       "inbound_nodes": [[[n, 0, 0, {}] for n in inputs]]})
+
+    conv = dict(strides=1, dilation_rate=1, padding="same", activation="linear", use_bias=True)
+    add("Conv1D", "c1", ["a"], **{**conv, "filters": 6, "kernel_size": 5, "activation": "relu"})
+    add("Conv1D", "c2", ["c1"], **{**conv, "filters": 6, "kernel_size": 4, "strides": 2})  # asymmetric 'same'
+    add("Conv1D", "c3", ["c2"], **{**conv, "filters": 6, "kernel_size": 3, "dilation_rate": 2, "padding": "causal"})
+    add("MaxPooling1D", "p1", ["c3"], pool_size=2, strides=2, padding="same")
+    add("AveragePooling1D", "p2", ["p1"], pool_size=3, strides=1, padding="same")
+    add("ZeroPadding1D", "zp", ["p2"], padding=[2, 3])
+    add("Conv1D", "c4", ["zp"], **{**conv, "filters": 5, "kernel_size": 3, "dilation_rate": 3, "padding": "valid"})
+    add("BatchNormalization", "bn", ["c4"], axis=-1)
+    add("Activation", "act", ["bn"], activation="tanh")
+    add("Dense", "d1", ["act"], units=5, activation="linear", use_bias=True)
+    add("Multiply", "mul", ["act", "d1"])
+    add("Concatenate", "cat", ["mul", "bn"], axis=-1)
+    add("Conv1D", "c5", ["cat"], **{**conv, "filters": 3, "kernel_size": 1})
+    add("Cropping1D", "crop", ["c5"], cropping=[7, 6])
+    add("Activation", "soft", ["crop"], activation="softmax")
+    add("Cropping1D", "crop2", ["c1"], cropping=[30, 31])  # a second output: the union of what c1 must hold
+    add("AveragePooling1D", "p3", ["c3"], pool_size=3, strides=1, padding="same")  # cropped on the right only:
+    add("Conv1D", "c6", ["p3"], **{**conv, "filters": 2, "kernel_size": 5})  # padding on the left, none right
+    add("Cropping1D", "crop3", ["c6"], cropping=[0, 9])
+    add("Conv1D", "c7", ["c2"], **{**conv, "filters": 2, "kernel_size": 4})  # and the other way round
+    add("Cropping1D", "crop4", ["c7"], cropping=[9, 0])
+    outputs = [["soft", 0, 0], ["crop2", 0, 0], ["crop3", 0, 0], ["crop4", 0, 0]]
+    return {"class_name": "Functional",
+            "config": {"name": "trim", "layers": layers, "input_layers": [["a", 0, 0]], "output_layers": outputs}}
+
+
+def write_model(path: Path, config: dict, seed: int = 0) -> Path:
+    """A Keras 2 .h5 file (as model.save writes it) with random weights for ``config``."""
+    rng = np.random.default_rng(seed)
+    draw = {"kernel": lambda s: rng.normal(0, 1 / np.sqrt(np.prod(s[:-1])), s), "bias": lambda s: rng.normal(0, .2, s),
+            "gamma": lambda s: rng.uniform(.5, 1.5, s), "beta": lambda s: rng.normal(0, .3, s),
+            "moving_mean": lambda s: rng.normal(0, .3, s), "moving_variance": lambda s: rng.uniform(.5, 1.5, s)}
+    names = [layer["name"] for layer in config["config"]["layers"]]
+    with h5py.File(path, "w") as f:
+        f.attrs.update({"keras_version": "2.15.0", "backend": "tensorflow", "model_config": json.dumps(config)})
+        group = f.create_group("model_weights")
+        group.attrs.update({"keras_version": "2.15.0", "backend": "tensorflow",
+                            "layer_names": np.array(names, dtype="S")})
+        for name, tensors in weight_shapes(config).items():
+            layer = group.create_group(name)
+            layer.attrs["weight_names"] = np.array([f"{name}/{role}:0" for role, _ in tensors], dtype="S")
+            for role, shape in tensors:
+                layer.create_dataset(f"{name}/{role}:0", data=draw[role](shape).astype("float32"))
+        for name in set(names) - set(group):
+            group.create_group(name).attrs["weight_names"] = np.array([], dtype="S")
+    return path
+
+
+def cut_steps(model, length: int) -> int:
+    """How many steps compute part of a sequence for inputs of ``length`` (0: every layer computes all of it)."""
+    cuts = model._cut_plans.get((length,))
+    return 0 if cuts is None else sum(cut is not None for cut in cuts)
+
+
+@pytest.mark.parametrize("length", [70, 71, 96, 103])
+def test_trimmed_model_computes_what_the_whole_computation_does(tmp_path, length):
+    """Strided 'same' (padding that depends on the length), causal and dilated valid convolutions, 'same' max and
+    average pooling, zero padding, element-wise layers, Dense, Concatenate and two cropped outputs, computed over
+    part of the sequence, against the same layers over all of it (which the goldens check against Keras; this
+    model itself matched TensorFlow 2.15 to 2e-7 when it was written)."""
+    model = load_keras_h5(write_model(tmp_path / "trim.h5", trim_config()))
+    x = np.random.default_rng(length).normal(size=(3, length, 4)).astype("float32")
+    trimmed = run(model, [x])
+    assert cut_steps(model, length) >= 7
+    model.trim = False
+    whole = run(model, [x])
+    for a, b in zip(trimmed, whole):
+        assert a.shape == b.shape and relative_error(a, b) <= 1e-6
+
+
+@pytest.mark.parametrize("name", ["spliceai_like", "clipnet_fold1"])
+def test_untrimmed_models_match_keras(name):
+    model = load_keras_h5(GOLDENS / f"{name}.h5")
+    model.trim = False
+    for xs, want in golden_cases(name):
+        for a, b in zip(run(model, xs), want):
+            assert relative_error(a, b) <= TOLERANCE
+
+
+def test_real_spliceai_model_is_trimmed_and_untrimmed_agrees():
+    (xs, _), = golden_cases("spliceai_real")
+    model = load_keras_h5(SPLICEAI_MODELS / "spliceai1.h5")
+    got, = run(model, xs)
+    assert cut_steps(model, 10_101) > 50  # the skip connections and the last residual units, at least
+    model.trim = False
+    whole, = run(model, xs)
+    with np.load(GOLDENS / "spliceai_real.npz") as g:
+        assert relative_error(whole, g["y0_0"]) <= TOLERANCE
+    assert relative_error(got, whole) <= 1e-6
+
+
+def test_trimmed_gradients_match_the_whole_computation():
+    model = load_keras_h5(GOLDENS / "spliceai_like.h5")
+    (xs, _), _ = golden_cases("spliceai_like")
+    grads = []
+    for trim in (True, False):
+        model.trim = trim
+        x = torch.from_numpy(xs[0]).requires_grad_()
+        model(x)[0][..., 1].sum().backward()
+        grads.append(x.grad)
+    assert cut_steps(model, xs[0].shape[1]) > 0
+    assert torch.allclose(grads[0], grads[1], rtol=0, atol=1e-6) and grads[0].abs().max() > 0
+
+
 def test_names_and_shapes_follow_the_config():
     model = load_keras_h5(GOLDENS / "merge_pool.h5")
     assert model.input_names == ["a", "b"] and model.input_shapes == [(None, 4), (None, 4)]

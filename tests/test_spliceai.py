@@ -31,7 +31,7 @@ GOLDEN = Path(__file__).parent / "spliceai_golden"
 CUSTOM_TABLE = GOLDEN / "custom_genes.txt"
 needs_package = pytest.mark.skipif(S.package_dir() is None,
                                    reason="needs the spliceai package's model files: pip install spliceai")
-slow = pytest.mark.slow  # the five models on ~10-kb windows: ~0.4 s per window on two CPU cores
+slow = pytest.mark.slow  # the five models on ~10-kb windows: ~0.2 s per window on two CPU cores
 
 #: golden run -> (VCF, varfx options); the official outputs are official/<run>.vcf and .padded.vcf
 RUNS = {

@@ -19,7 +19,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .errors import InputError
 
 ALPHABET = "ACGT"
 N_CODE = 4

@@ -24,7 +24,7 @@ class Scores:
     settings: dict
 
 
-def _strs(ds) -> list[str]:
+def strings(ds) -> list[str]:
     return [x.decode() if isinstance(x, bytes) else str(x) for x in ds[:]]
 
 
@@ -47,17 +47,17 @@ def read_scores(path) -> Scores:
     with open_complete(path) as f:
         settings = json.loads(f.attrs["settings"])
         variants = pd.DataFrame({
-            "snp": _strs(f["snp"]), "chrom": _strs(f["chr"]), "pos": f["pos"][:].astype(np.int64),
-            "id": _strs(f["id"]), "ref": _strs(f["ref_allele"]), "alt": _strs(f["alt_allele"]),
+            "snp": strings(f["snp"]), "chrom": strings(f["chr"]), "pos": f["pos"][:].astype(np.int64),
+            "id": strings(f["id"]), "ref": strings(f["ref_allele"]), "alt": strings(f["alt_allele"]),
             "record": f["record"][:], "alt_index": f["alt_index"][:],
         })
         stats = {s: f[s][:] for s in settings["stats"]}
-        tracks = pd.DataFrame({"id": _strs(f["target_ids"]), "description": _strs(f["target_labels"])})
+        tracks = pd.DataFrame({"id": strings(f["target_ids"]), "description": strings(f["target_labels"])})
         g = f["skipped"]
         skipped = pd.DataFrame({
-            "chrom": _strs(g["chr"]), "pos": g["pos"][:].astype(np.int64), "id": _strs(g["id"]),
-            "ref": _strs(g["ref_allele"]), "alt": _strs(g["alt_allele"]), "record": g["record"][:],
-            "alt_index": g["alt_index"][:], "reason": _strs(g["reason"]),
+            "chrom": strings(g["chr"]), "pos": g["pos"][:].astype(np.int64), "id": strings(g["id"]),
+            "ref": strings(g["ref_allele"]), "alt": strings(g["alt_allele"]), "record": g["record"][:],
+            "alt_index": g["alt_index"][:], "reason": strings(g["reason"]),
         })
         for k in ("records_read", "variants", "variants_scored", "variants_skipped"):
             settings[k] = int(f.attrs[k])

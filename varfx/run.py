@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from . import __version__
 from .backends import Backend, backend_class, load_backend
-from .errors import InputError, OptionError
+from .errors import OptionError
 from .genome import Genome
 from .predict import Predictor, parse_shifts, resolve_device
 from .scores import DEFAULT_STATS, PROFILE_STATS, Aligned, parse_stats, profile_stats, variant_stats

@@ -45,7 +45,7 @@ class VariantRows:
                 for i, c, p, r, a in zip(self.id, self.chrom, self.pos.tolist(), self.ref, self.alt)]
 
 
-def _append(ds, values) -> None:
+def append_rows(ds, values) -> None:
     n = ds.shape[0]
     ds.resize(n + len(values), axis=0)
     ds[n:] = values
@@ -103,34 +103,34 @@ class H5Writer:
 
     def write(self, rows: VariantRows, scores: dict[str, np.ndarray]) -> None:
         f = self.f
-        _append(f["snp"], rows.names())
-        _append(f["chr"], rows.chrom)
-        _append(f["pos"], rows.pos.astype(np.uint32))
-        _append(f["id"], rows.id)
-        _append(f["ref_allele"], rows.ref)
-        _append(f["alt_allele"], rows.alt)
-        _append(f["record"], rows.record)
-        _append(f["alt_index"], rows.alt_index.astype(np.int16))
+        append_rows(f["snp"], rows.names())
+        append_rows(f["chr"], rows.chrom)
+        append_rows(f["pos"], rows.pos.astype(np.uint32))
+        append_rows(f["id"], rows.id)
+        append_rows(f["ref_allele"], rows.ref)
+        append_rows(f["alt_allele"], rows.alt)
+        append_rows(f["record"], rows.record)
+        append_rows(f["alt_index"], rows.alt_index.astype(np.int16))
         for s in self.stats:
             vals = scores[s]
             if self.dtype == np.float16:
                 self.overflow[s] += int((np.abs(vals[np.isfinite(vals)]) > FLOAT16_MAX).sum())
             with np.errstate(over="ignore"):  # counted above, reported at the end
-                _append(f[s], vals.astype(self.dtype))
+                append_rows(f[s], vals.astype(self.dtype))
         for s in self.profile_stats:
-            _append(f[s], scores[s].astype(np.float32))
+            append_rows(f[s], scores[s].astype(np.float32))
         self.rows += len(rows)
 
     def write_skipped(self, rows: VariantRows, reasons: list[str]) -> None:
         g = self.f["skipped"]
-        _append(g["chr"], rows.chrom)
-        _append(g["pos"], rows.pos.astype(np.uint32))
-        _append(g["id"], rows.id)
-        _append(g["ref_allele"], rows.ref)
-        _append(g["alt_allele"], rows.alt)
-        _append(g["record"], rows.record)
-        _append(g["alt_index"], rows.alt_index.astype(np.int16))
-        _append(g["reason"], reasons)
+        append_rows(g["chr"], rows.chrom)
+        append_rows(g["pos"], rows.pos.astype(np.uint32))
+        append_rows(g["id"], rows.id)
+        append_rows(g["ref_allele"], rows.ref)
+        append_rows(g["alt_allele"], rows.alt)
+        append_rows(g["record"], rows.record)
+        append_rows(g["alt_index"], rows.alt_index.astype(np.int16))
+        append_rows(g["reason"], reasons)
 
     def finish(self, summary: dict) -> None:
         for k, v in summary.items():
@@ -146,12 +146,12 @@ class H5Writer:
             self.tmp.unlink(missing_ok=True)
 
 
-def _fmt(values: np.ndarray) -> np.ndarray:
+def format_values(values: np.ndarray) -> np.ndarray:
     """float32 -> strings with 7 significant digits (round-trips float32 to ~1e-7 relative)."""
     return np.char.mod("%.7g", values)
 
 
-class _TextWriter:
+class TextTable:
     """A text table written under ``NAME.partial`` and renamed when finished."""
 
     def __init__(self, path: str | os.PathLike, header: list[str]):
@@ -177,7 +177,7 @@ class _TextWriter:
             self.tmp.unlink(missing_ok=True)
 
 
-class TSVWriter(_TextWriter):
+class TSVWriter(TextTable):
     """One row per variant: chrom, pos, id, ref, alt, then ``STAT:TRACK`` columns (wide) —
     or, with ``long=True``, one row per variant, track and statistic."""
 
@@ -199,20 +199,20 @@ class TSVWriter(_TextWriter):
         if self.long:
             lines = []
             for s in self.stats:
-                txt = _fmt(scores[s])
+                txt = format_values(scores[s])
                 for k, key in enumerate(keys):
                     lines.extend(f"{key}\t{t}\t{s}\t{v}" for t, v in zip(self.track_ids, txt[k]))
             for s in self.profile_stats:  # one value per variant: track '*'
-                lines.extend(f"{key}\t*\t{s}\t{v}" for key, v in zip(keys, _fmt(scores[s])))
+                lines.extend(f"{key}\t*\t{s}\t{v}" for key, v in zip(keys, format_values(scores[s])))
             self.fh.write("\n".join(lines) + "\n")
         else:
             block = np.concatenate([scores[s] for s in self.stats] +
                                    [scores[s][:, None] for s in self.profile_stats], axis=1)
-            txt = _fmt(block)
+            txt = format_values(block)
             self.fh.write("\n".join(k + "\t" + "\t".join(row) for k, row in zip(keys, txt)) + "\n")
 
 
-class SkippedTSVWriter(_TextWriter):
+class SkippedTSVWriter(TextTable):
     """The variants not scored, one row each: chrom, pos, id, ref, alt, record, alt_index, reason."""
 
     def __init__(self, path: str | os.PathLike):

@@ -10,59 +10,51 @@ How the conversion works:
 1. ``model_config`` (JSON) becomes a graph of layers in topological order; each
    layer's output shape (without the batch axis, ``None`` where unknown) follows
    from its inputs' shapes and its config.
-2. Each layer becomes a small module.  The weights it needs follow from its
-   config and input shape; the file's tensors for the layer are matched to them
-   in the order of the group's ``weight_names`` attribute, and a tensor of the
-   wrong shape is named with both shapes.
+2. Each layer becomes a small module (:mod:`varfx.backends.keras_layers`).  The
+   weights it needs follow from its config and input shape; the file's tensors for
+   the layer are matched to them in the order of the group's ``weight_names``
+   attribute, and a tensor of the wrong shape is named with both shapes.
 3. A plan for the forward pass: identity layers (Dropout, linear Activation) are
    dropped, a BatchNormalization right after a Conv1D is folded into the
    convolution, tensors are freed after their last use, and element-wise layers
    overwrite an input that nothing else reads (when autograd is off).
+4. Per input length, the positions each layer must compute: walking back from the
+   outputs, each layer needs the positions its readers read (a convolution reads a
+   margin around its output, a crop an offset of it).  Layers that map positions
+   to positions (convolutions, pooling, cropping, zero padding, element-wise
+   layers) then compute only those, with zero padding only at the true ends of the
+   sequence, so a model that crops its output (SpliceAI: 101 of 10,101 positions)
+   skips the work that the crop would throw away.
 
 Tensors stay in Keras's layout, ``(batch, length, channels)``, throughout.
-Convolutions and pooling see them through a zero-copy ``(batch, channels, 1,
-length)`` view, which is torch's channels-last 2-D layout: oneDNN's fast path on
-the CPU (2-9x faster than ``conv1d`` on channels-first tensors here, see
-docs/keras.md), so nothing is ever transposed.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import h5py
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..errors import InputError, ModelError
 from ..windows import Geometry
 from .base import Backend, reject_options, tracks_table
+from .keras_layers import SUPPORTED_LAYERS, Layer, Shape, _Affine, _Conv1d, _Windowed, convert, make_module
 from .torchscript import read_spec
 
-Shape = tuple  # a Keras shape without the batch axis; None where unknown
+__all__ = ["KerasBackend", "KerasModel", "SUPPORTED_LAYERS", "load_keras_h5", "weight_shapes"]
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Reading the file
 
 
 @dataclass(frozen=True)
-class _Layer:
-    """One layer of the Keras graph: its name, class, config and the layers it reads."""
-
-    name: str
-    cls: str
-    config: dict
-    inputs: tuple[str, ...]
-
-
-@dataclass(frozen=True)
 class _Graph:
-    layers: list[_Layer]  # topological order, input layers excluded
+    layers: list[Layer]  # topological order, input layers excluded
     inputs: dict[str, Shape]  # input layer name -> shape
     outputs: list[str]
 
@@ -133,7 +125,7 @@ def _parse_sequential(config, source: str) -> _Graph:
                          "build it with an Input layer before saving")
     layers, previous = [], input_name
     for entry in entries:
-        layer = _Layer(entry["config"]["name"], entry["class_name"], entry["config"], (previous,))
+        layer = Layer(entry["config"]["name"], entry["class_name"], entry["config"], (previous,))
         layers.append(layer)
         previous = layer.name
     return _Graph(layers, {input_name: tuple(shape[1:])}, [previous])
@@ -151,7 +143,7 @@ def _parse_functional(config: dict, source: str) -> _Graph:
         if len(nodes) != 1:
             raise ModelError(f"{source}: layer {name!r} ({cls}) is called {len(nodes)} times (a shared layer); "
                              "the keras backend converts layers that are called once")
-        layers.append(_Layer(name, cls, cfg, tuple(_inbound_name(ref, name, source) for ref in nodes[0])))
+        layers.append(Layer(name, cls, cfg, tuple(_inbound_name(ref, name, source) for ref in nodes[0])))
     return _Graph(_topological(layers, set(inputs), source), inputs,
                   [_inbound_name(ref, "the model's outputs", source) for ref in _nested(config["output_layers"])])
 
@@ -169,7 +161,7 @@ def _inbound_name(ref: list, user: str, source: str) -> str:
     return ref[0]
 
 
-def _topological(layers: list[_Layer], sources: set[str], source: str) -> list[_Layer]:
+def _topological(layers: list[Layer], sources: set[str], source: str) -> list[Layer]:
     """Layers ordered so that each comes after those it reads (file order among the ready ones)."""
     known = sources | {layer.name for layer in layers}
     for layer in layers:
@@ -191,448 +183,14 @@ def _topological(layers: list[_Layer], sources: set[str], source: str) -> list[_
     return order
 
 
-# ---------------------------------------------------------------------------------------------------------------------
-# Geometry helpers
-
-
-def _padding(mode: str, length: int, span: int, stride: int) -> tuple[int, int]:
-    """Left and right padding as TensorFlow does it: 'same' puts the odd one on the right."""
-    if mode == "valid":
-        return 0, 0
-    if mode == "causal":
-        return span - 1, 0
-    total = max((-(-length // stride) - 1) * stride + span - length, 0)
-    return total // 2, total - total // 2
-
-
-def _out_length(length, span: int, stride: int, mode: str, layer: _Layer):
-    if length is None:
-        return None
-    n = (length - span) // stride + 1 if mode == "valid" else -(-length // stride)
-    if n < 1:
-        raise ModelError(f"layer {layer.name!r} ({layer.cls}): its {span}-long window does not fit the "
-                         f"{length}-long input")
-    return n
-
-
-def _nchw(x: torch.Tensor) -> torch.Tensor:
-    """(batch, length, channels) -> a (batch, channels, 1, length) view: channels-last 2-D, oneDNN's fast layout."""
-    return x.unsqueeze(1).permute(0, 3, 1, 2)
-
-
-def _nlc(y: torch.Tensor) -> torch.Tensor:
-    """The inverse view of :func:`_nchw`."""
-    return y.permute(0, 2, 3, 1).squeeze(1)
-
-
-def _pad_length(x: torch.Tensor, left: int, right: int, value: float = 0.0) -> torch.Tensor:
-    return F.pad(x, (0, 0, left, right), value=value) if left or right else x
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Modules: tensors are in Keras's layout, (batch, length, channels) for sequences.  ``elementwise`` modules take
-# ``inplace`` (the plan sets it where nothing else reads the input); ``makes_view`` ones return a view of their input,
-# which must then not be overwritten.
-
-
-class _Activation(torch.nn.Module):
-    """A Keras activation; softmax runs over the last axis, as in Keras."""
-
-    FUNCTIONS: dict[str, Callable] = {
-        "relu": lambda x, inplace: F.relu(x, inplace=inplace),
-        "elu": lambda x, inplace: F.elu(x, inplace=inplace),
-        "selu": lambda x, inplace: F.selu(x, inplace=inplace),
-        "sigmoid": lambda x, inplace: x.sigmoid_() if inplace else x.sigmoid(),
-        "tanh": lambda x, inplace: x.tanh_() if inplace else x.tanh(),
-        "exponential": lambda x, inplace: x.exp_() if inplace else x.exp(),
-        "softplus": lambda x, inplace: F.softplus(x),
-        "softmax": lambda x, inplace: F.softmax(x, dim=-1),
-        "swish": lambda x, inplace: F.silu(x, inplace=inplace),
-        "silu": lambda x, inplace: F.silu(x, inplace=inplace),
-        "gelu": lambda x, inplace: F.gelu(x),
-    }
-    elementwise = True
-
-    def __init__(self, name: str):
-        super().__init__()
-        self.name, self.function = name, self.FUNCTIONS[name]
-
-    def forward(self, x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
-        return self.function(x, inplace)
-
-    def extra_repr(self) -> str:
-        return self.name
-
-
-class _Conv1d(torch.nn.Module):
-    """Conv1D with TensorFlow's padding, run as a channels-last 2-D convolution; a BatchNorm can be folded in."""
-
-    def __init__(self, kernel: torch.Tensor, bias, stride: int, dilation: int, groups: int, padding: str, activation):
-        super().__init__()
-        # Keras (k, in, out) -> torch (out, in, 1, k), stored channels-last like the activations
-        weight = kernel.permute(2, 1, 0).unsqueeze(2).contiguous(memory_format=torch.channels_last)
-        self.register_buffer("weight", weight)
-        self.register_buffer("bias", bias)
-        self.stride, self.dilation, self.groups, self.padding = stride, dilation, groups, padding
-        self.span = dilation * (kernel.shape[0] - 1) + 1
-        self.pointwise = self.span == 1 and stride == 1 and groups == 1
-        self.activation = activation
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.pointwise:  # a matrix product over (batch * length) rows: faster than any convolution path
-            y = F.linear(x, self.weight[:, :, 0, 0], self.bias)
-        else:
-            left, right = _padding(self.padding, x.shape[1], self.span, self.stride)
-            if left != right:
-                x, left = _pad_length(x, left, right), 0
-            y = _nlc(F.conv2d(_nchw(x), self.weight, self.bias, (1, self.stride), (0, left), (1, self.dilation),
-                              self.groups))
-        return y if self.activation is None else self.activation(y, inplace=True)
-
-    def fold(self, affine: "_Affine") -> None:
-        """Absorb a per-channel ``y * scale + shift`` that follows this (linear) convolution."""
-        self.weight = self.weight * affine.scale[:, None, None, None]
-        self.bias = affine.shift if self.bias is None else self.bias * affine.scale + affine.shift
-
-
-class _Dense(torch.nn.Module):
-    """Dense on the last axis, whatever the rank."""
-
-    def __init__(self, kernel: torch.Tensor, bias, activation):
-        super().__init__()
-        self.register_buffer("weight", kernel.T.contiguous())
-        self.register_buffer("bias", bias)
-        self.activation = activation
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.linear(x, self.weight, self.bias)
-        return y if self.activation is None else self.activation(y, inplace=True)
-
-
-class _Affine(torch.nn.Module):
-    """BatchNormalization at inference: ``x * scale + shift`` on the last axis."""
-
-    elementwise = True
-
-    def __init__(self, scale: torch.Tensor, shift: torch.Tensor):
-        super().__init__()
-        self.register_buffer("scale", scale)
-        self.register_buffer("shift", shift)
-
-    def forward(self, x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
-        if x.requires_grad:  # autograd does not follow out=
-            return torch.addcmul(self.shift, x, self.scale)
-        # with an explicit output torch runs the broadcast vectorised: 4x faster on (batch, length, channels)
-        return torch.addcmul(self.shift, x, self.scale, out=x if inplace else torch.empty_like(x))
-
-
-class _Merge(torch.nn.Module):
-    """Add, Subtract, Multiply, Average, Maximum, Minimum: folded left to right like Keras."""
-
-    OPS = {"Add": torch.add, "Subtract": torch.sub, "Multiply": torch.mul, "Average": torch.add,
-           "Maximum": torch.maximum, "Minimum": torch.minimum}
-    elementwise = True
-
-    def __init__(self, cls: str):
-        super().__init__()
-        self.cls, self.op = cls, self.OPS[cls]
-
-    def forward(self, *xs: torch.Tensor, inplace: bool = False) -> torch.Tensor:
-        out = self.op(xs[0], xs[1], out=xs[0]) if inplace else self.op(xs[0], xs[1])
-        for x in xs[2:]:  # ``out`` is ours now; reuse it unless autograd tracks it (it does not follow out=)
-            out = self.op(out, x) if out.requires_grad else self.op(out, x, out=out)
-        return out.div_(len(xs)) if self.cls == "Average" else out
-
-    def extra_repr(self) -> str:
-        return self.cls
-
-
-class _Concatenate(torch.nn.Module):
-    def __init__(self, axis: int):
-        super().__init__()
-        self.axis = axis
-
-    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
-        return torch.cat(xs, dim=self.axis)
-
-
-class _Pool(torch.nn.Module):
-    """MaxPooling1D / AveragePooling1D; 'same' average pooling leaves the padding out of the mean (as TF)."""
-
-    def __init__(self, kind: str, size: int, stride: int, padding: str):
-        super().__init__()
-        self.kind, self.size, self.stride, self.padding = kind, size, stride, padding
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        left, right = _padding(self.padding, x.shape[1], self.size, self.stride)
-        window, stride = (1, self.size), (1, self.stride)
-        if self.kind == "max":
-            return _nlc(F.max_pool2d(_nchw(_pad_length(x, left, right, -math.inf)), window, stride))
-        mean = _nlc(F.avg_pool2d(_nchw(_pad_length(x, left, right)), window, stride))
-        if not (left or right):
-            return mean
-        share = F.avg_pool2d(_nchw(_pad_length(x.new_ones(1, x.shape[1], 1), left, right)), window, stride)
-        return mean / _nlc(share)  # (sum / size) / (inside / size)
-
-
-class _GlobalPool(torch.nn.Module):
-    def __init__(self, kind: str, keepdims: bool):
-        super().__init__()
-        self.kind, self.keepdims = kind, keepdims
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.kind == "max":
-            return x.amax(dim=1, keepdim=self.keepdims)
-        return x.mean(dim=1, keepdim=self.keepdims)
-
-
-class _Crop(torch.nn.Module):
-    makes_view = True
-
-    def __init__(self, left: int, right: int):
-        super().__init__()
-        self.left, self.right = left, right
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x[:, self.left:x.shape[1] - self.right]
-
-
-class _ZeroPad(torch.nn.Module):
-    def __init__(self, left: int, right: int):
-        super().__init__()
-        self.left, self.right = left, right
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.pad(x, (0, 0, self.left, self.right))
-
-
-class _Reshape(torch.nn.Module):
-    """Flatten and Reshape (Keras's layout is torch's row-major one)."""
-
-    makes_view = True
-
-    def __init__(self, target: tuple):
-        super().__init__()
-        self.target = target
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.reshape((x.shape[0],) + self.target)
-
-
-def _activation(name, layer: _Layer) -> _Activation | None:
-    """The module for an ``activation`` config value; None for linear."""
-    if not isinstance(name, str) or name not in _Activation.FUNCTIONS and name != "linear":
-        raise ModelError(f"layer {layer.name!r} ({layer.cls}) uses activation {name!r}; supported: linear, "
-                         f"{', '.join(sorted(_Activation.FUNCTIONS))}")
-    return None if name == "linear" else _Activation(name)
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Converters: (layer, input shapes) -> output shape, the weights the layer needs, and a maker of its module.
-
-
-class _Built(NamedTuple):
-    shape: Shape
-    weights: tuple = ()  # (role, Keras shape) in Keras's weight order
-    make: Callable | None = None  # tensors by role -> module; None: the layer is the identity
-
-
-def _one(value) -> int:
-    """Keras writes kernel sizes, strides etc. as an int or a one-element list."""
-    return value[0] if isinstance(value, (list, tuple)) else value
-
-
-def _pair(value) -> tuple[int, int]:
-    return (value, value) if isinstance(value, int) else tuple(value)
-
-
-def _require(ok: bool, layer: _Layer, what: str) -> None:
-    if not ok:
-        raise ModelError(f"layer {layer.name!r} ({layer.cls}): {what}")
-
-
-def _weights(kernel: tuple, units: int, use_bias: bool) -> tuple:
-    return (("kernel", kernel),) + ((("bias", (units,)),) if use_bias else ())
-
-
-def _sequence_input(layer: _Layer, shapes: list[Shape]) -> Shape:
-    """The one (length, channels) input shape of a 1-D layer, in channels_last format."""
-    _require(len(shapes) == 1 and len(shapes[0]) == 2, layer,
-             f"needs one (length, channels) input, got {', '.join(map(str, shapes))}")
-    _require(layer.config.get("data_format", "channels_last") == "channels_last", layer,
-             "only data_format='channels_last' is supported")
-    return shapes[0]
-
-
-def _conv1d(layer: _Layer, shapes: list[Shape]) -> _Built:
-    (length, channels), c = _sequence_input(layer, shapes), layer.config
-    k, stride, dilation = _one(c["kernel_size"]), _one(c["strides"]), _one(c["dilation_rate"])
-    groups = c.get("groups", 1)
-    _require(c["padding"] in ("valid", "same", "causal"), layer, f"unknown padding {c['padding']!r}")
-    _require(channels is not None and channels % groups == 0, layer, f"{channels} channels in {groups} groups")
-    activation = _activation(c.get("activation", "linear"), layer)
-    length = _out_length(length, dilation * (k - 1) + 1, stride, c["padding"], layer)
-    return _Built((length, c["filters"]), _weights((k, channels // groups, c["filters"]), c["filters"], c["use_bias"]),
-                  lambda w: _Conv1d(w["kernel"], w.get("bias"), stride, dilation, groups, c["padding"], activation))
-
-
-def _dense(layer: _Layer, shapes: list[Shape]) -> _Built:
-    _require(len(shapes) == 1 and shapes[0][-1] is not None, layer,
-             f"needs one input with known channels, got {shapes}")
-    c, shape = layer.config, shapes[0]
-    activation = _activation(c.get("activation", "linear"), layer)
-    return _Built(shape[:-1] + (c["units"],), _weights((shape[-1], c["units"]), c["units"], c["use_bias"]),
-                  lambda w: _Dense(w["kernel"], w.get("bias"), activation))
-
-
-def _batch_norm(layer: _Layer, shapes: list[Shape]) -> _Built:
-    c, shape = layer.config, shapes[0]
-    axes = c.get("axis", -1)
-    axes = axes if isinstance(axes, list) else [axes]
-    _require(len(axes) == 1 and axes[0] % (len(shape) + 1) == len(shape), layer,
-             f"normalises axis {c.get('axis')}; only the last (channel) axis is supported")
-    n, eps = shape[-1], c.get("epsilon", 1e-3)
-    roles = (["gamma"] if c.get("scale", True) else []) + (["beta"] if c.get("center", True) else [])
-
-    def make(w):
-        w = {role: t.double() for role, t in w.items()}
-        scale = w.get("gamma", torch.ones(n, dtype=torch.float64)) / torch.sqrt(w["moving_variance"] + eps)
-        shift = w.get("beta", torch.zeros(n, dtype=torch.float64)) - w["moving_mean"] * scale
-        return _Affine(scale.float(), shift.float())
-    return _Built(shape, tuple((role, (n,)) for role in roles + ["moving_mean", "moving_variance"]), make)
-
-
-def _activation_layer(layer: _Layer, shapes: list[Shape]) -> _Built:
-    module = _activation(layer.config["activation"], layer)
-    return _Built(shapes[0], (), None if module is None else (lambda w: module))
-
-
-def _merge(layer: _Layer, shapes: list[Shape]) -> _Built:
-    _require(len(shapes) >= 2 and (layer.cls != "Subtract" or len(shapes) == 2), layer,
-             f"got {len(shapes)} inputs")
-    shape = shapes[0]
-    for other in shapes[1:]:
-        _require(len(other) == len(shape) and all(a is None or b is None or a == b for a, b in zip(shape, other)),
-                 layer, f"inputs of shapes {shapes} differ (broadcasting is not supported)")
-        shape = tuple(a if a is not None else b for a, b in zip(shape, other))
-    return _Built(shape, (), lambda w: _Merge(layer.cls))
-
-
-def _concatenate(layer: _Layer, shapes: list[Shape]) -> _Built:
-    rank = len(shapes[0]) + 1
-    axis = layer.config.get("axis", -1) % rank
-    _require(axis > 0 and all(len(s) + 1 == rank for s in shapes), layer, f"cannot join {shapes} on axis {axis}")
-    sizes = [s[axis - 1] for s in shapes]
-    shape = list(shapes[0])
-    shape[axis - 1] = None if None in sizes else sum(sizes)
-    return _Built(tuple(shape), (), lambda w: _Concatenate(axis))
-
-
-def _pooling(layer: _Layer, shapes: list[Shape]) -> _Built:
-    (length, channels), c = _sequence_input(layer, shapes), layer.config
-    size = _one(c["pool_size"])
-    stride = _one(c.get("strides") or size)
-    _require(c["padding"] in ("valid", "same"), layer, f"unknown padding {c['padding']!r}")
-    kind = "max" if layer.cls == "MaxPooling1D" else "avg"
-    return _Built((_out_length(length, size, stride, c["padding"], layer), channels), (),
-                  lambda w: _Pool(kind, size, stride, c["padding"]))
-
-
-def _global_pooling(layer: _Layer, shapes: list[Shape]) -> _Built:
-    _, channels = _sequence_input(layer, shapes)
-    keepdims = layer.config.get("keepdims", False)
-    kind = "max" if layer.cls == "GlobalMaxPooling1D" else "avg"
-    return _Built((1, channels) if keepdims else (channels,), (), lambda w: _GlobalPool(kind, keepdims))
-
-
-def _cropping(layer: _Layer, shapes: list[Shape]) -> _Built:
-    length, channels = _sequence_input(layer, shapes)
-    left, right = _pair(layer.config["cropping"])
-    return _Built((None if length is None else length - left - right, channels), (), lambda w: _Crop(left, right))
-
-
-def _zero_padding(layer: _Layer, shapes: list[Shape]) -> _Built:
-    length, channels = _sequence_input(layer, shapes)
-    left, right = _pair(layer.config["padding"])
-    return _Built((None if length is None else length + left + right, channels), (), lambda w: _ZeroPad(left, right))
-
-
-def _flatten(layer: _Layer, shapes: list[Shape]) -> _Built:
-    shape = shapes[0]
-    _require(layer.config.get("data_format", "channels_last") == "channels_last", layer,
-             "only data_format='channels_last' is supported")
-    if len(shape) == 1:
-        return _Built(shape)
-    return _Built((None if None in shape else math.prod(shape),), (), lambda w: _Reshape((-1,)))
-
-
-def _reshape(layer: _Layer, shapes: list[Shape]) -> _Built:
-    target, shape = tuple(layer.config["target_shape"]), shapes[0]
-    if -1 in target and None not in shape:
-        known = math.prod(d for d in target if d != -1)
-        target_shape = tuple(math.prod(shape) // known if d == -1 else d for d in target)
-    else:
-        target_shape = tuple(None if d == -1 else d for d in target)
-    return _Built(target_shape, (), lambda w: _Reshape(target))
-
-
-def _identity(layer: _Layer, shapes: list[Shape]) -> _Built:
-    return _Built(shapes[0])
-
-
-_CONVERTERS: dict[str, Callable[[_Layer, list[Shape]], _Built]] = {
-    "Conv1D": _conv1d, "Dense": _dense, "BatchNormalization": _batch_norm, "Activation": _activation_layer,
-    **{cls: _merge for cls in _Merge.OPS}, "Concatenate": _concatenate,
-    "MaxPooling1D": _pooling, "AveragePooling1D": _pooling,
-    "GlobalMaxPooling1D": _global_pooling, "GlobalAveragePooling1D": _global_pooling,
-    "Cropping1D": _cropping, "ZeroPadding1D": _zero_padding, "Flatten": _flatten, "Reshape": _reshape,
-    "Dropout": _identity, "SpatialDropout1D": _identity,
-}
-#: Keras layer classes the converter reads (InputLayer too), for docs and error messages
-SUPPORTED_LAYERS = tuple(sorted(["InputLayer", *_CONVERTERS]))
-
-
-def _convert(graph: _Graph, source: str):
-    """Each layer of ``graph`` (in order) with what its converter makes of it and its input shapes."""
-    shapes: dict[str, Shape] = dict(graph.inputs)
-    for layer in graph.layers:
-        if layer.cls not in _CONVERTERS:
-            raise ModelError(f"{source}: layer {layer.name!r} is a {layer.cls}, which the keras backend cannot "
-                             f"convert (supported: {', '.join(SUPPORTED_LAYERS)})")
-        try:
-            built = _CONVERTERS[layer.cls](layer, [shapes[n] for n in layer.inputs])
-        except ModelError as exc:
-            raise ModelError(f"{source}: {exc}") from None
-        except (KeyError, TypeError, ValueError, IndexError) as exc:
-            raise ModelError(f"{source}: layer {layer.name!r} ({layer.cls}) has a config the keras backend cannot "
-                             f"read ({type(exc).__name__}: {exc})") from None
-        shapes[layer.name] = built.shape
-        yield layer, built
-
-
-def _module(layer: _Layer, built: _Built, tensors: list[tuple[str, np.ndarray]], source: str):
-    """The layer's module (None for the identity) from its file tensors, checked against what its config needs."""
-    if len(tensors) != len(built.weights):
-        raise ModelError(f"{source}: layer {layer.name!r} ({layer.cls}) has {len(tensors)} weight tensors in the "
-                         f"file ({', '.join(n for n, _ in tensors) or 'none'}) but its config needs "
-                         f"{len(built.weights)} ({', '.join(r for r, _ in built.weights) or 'none'})")
-    for (name, array), (role, shape) in zip(tensors, built.weights):
-        if array.shape != shape:
-            raise ModelError(f"{source}: tensor {name} has shape {array.shape} in the file but layer {layer.name!r} "
-                             f"({layer.cls}) needs {role} of shape {shape} from its config")
-    arrays = {role: torch.from_numpy(np.asarray(array, dtype=np.float32))
-              for (_, array), (role, _) in zip(tensors, built.weights)}
-    return None if built.make is None else built.make(arrays)
-
-
 def weight_shapes(model_config: dict) -> dict[str, list[tuple[str, tuple]]]:
     """The weight tensors each layer of a Keras ``model_config`` needs, as (role, shape) in Keras's order."""
     graph = _parse_config(model_config, "model_config")
-    return {layer.name: list(built.weights) for layer, built in _convert(graph, "model_config")}
+    return {layer.name: list(built.weights) for layer, built in convert(graph.layers, graph.inputs, "model_config")}
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# The plan and the model
+# The plan
 
 
 @dataclass
@@ -697,11 +255,95 @@ def _plan(nodes: list[_Node], outputs: list[str]) -> list[_Step]:
     return steps
 
 
+# ---------------------------------------------------------------------------------------------------------------------
+# Computing only the positions that reach an output
+
+
+class _Cut(NamedTuple):
+    """How a step computes part of its output: the part of each input it reads and the fill it adds."""
+
+    inputs: tuple  # per input: (first, count) positions of the tensor held, or None for all of it
+    pads: tuple[int, int] | None  # a windowed layer: fill positions to add left and right; None: a pointwise one
+
+
+def _partial_nodes(nodes: list[_Node], shapes: dict[str, Shape], input_names: list[str]) -> set[str]:
+    """Nodes that can compute part of a sequence: windowed or pointwise layers on (batch, length, channels)
+    tensors all of whose inputs are model inputs or such nodes (so their lengths follow from the inputs')."""
+    ok = {name for name in input_names if len(shapes[name]) == 2}
+    for node in nodes:
+        kind = isinstance(node.module, _Windowed) or getattr(node.module, "pointwise", False)
+        if kind and len(shapes[node.name]) == 2 and all(n in ok for n in node.inputs):
+            ok.add(node.name)
+    return ok - set(input_names)
+
+
+def _cuts(nodes: list[_Node], outputs: list[str], partial: set[str], lengths: dict[str, int]) -> list | None:
+    """Per node, the :class:`_Cut` that computes only the positions the outputs depend on (None: all of them);
+    None when that would compute everything anyway or the lengths do not allow it (torch then says why)."""
+    length = dict(lengths)
+    for node in nodes:
+        if node.name in partial:
+            ins = {length[n] for n in node.inputs}
+            if len(ins) != 1 or None in ins:
+                return None
+            n = ins.pop()
+            n = node.module.out_length(n) if isinstance(node.module, _Windowed) else n
+            if n < 1:
+                return None
+            length[node.name] = n
+    need: dict[str, tuple[int, int]] = {}
+
+    def want(name: str, lo: int, hi: int) -> None:
+        if name in partial:
+            held = need.get(name, (lo, hi))
+            need[name] = (min(held[0], lo), max(held[1], hi))
+
+    for name in outputs:
+        want(name, 0, length.get(name, 0))
+    cuts: list = [None] * len(nodes)
+    for i in range(len(nodes) - 1, -1, -1):
+        node = nodes[i]
+        if node.name not in partial:
+            for n in node.inputs:
+                want(n, 0, length.get(n, 0))
+            continue
+        start, stop = need.setdefault(node.name, (0, length[node.name]))  # read by nothing: computed, as before
+        module, size = node.module, length[node.inputs[0]]
+        if isinstance(module, _Windowed):
+            lo, hi = module.reads(start, stop, size)
+            first, last = max(lo, 0), min(hi, size)
+            if first >= last:  # it reads only fill: too odd to bother
+                return None
+            pads = (first - lo, hi - last)
+        else:
+            first, last, pads = start, stop, None
+        for n in node.inputs:
+            want(n, first, last)
+        cuts[i] = (first, last, pads)
+    if all(need[name] == (0, length[name]) for name in partial):
+        return None
+    for i, node in enumerate(nodes):  # positions within the tensors actually held
+        if cuts[i] is not None:
+            first, last, pads = cuts[i]
+            held = [need.get(n, (0, length[n])) for n in node.inputs]
+            parts = tuple(None if (first, last) == h else (first - h[0], last - first) for h in held)
+            size = length[node.inputs[0]]
+            # a windowed layer runs as a whole only on its whole input: 'same' padding can depend on the length
+            whole = pads is None or (first, last) == (0, size) and pads == node.module.pads(size)
+            cuts[i] = None if whole and all(p is None for p in parts) else _Cut(parts, pads)
+    return cuts
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The model
+
+
 class KerasModel(torch.nn.Module):
     """A converted Keras model: inputs in Keras's layout in, a list of outputs in Keras's layout and order out.
 
     Attributes: ``input_names``, ``input_shapes`` and ``output_names``, ``output_shapes``
-    (Keras shapes without the batch axis, ``None`` where any length goes).
+    (Keras shapes without the batch axis, ``None`` where any length goes); ``trim`` (default True):
+    compute only the positions that reach an output (False: every layer over its whole length).
     """
 
     def __init__(self, graph: _Graph, nodes: list[_Node], shapes: dict[str, Shape]):
@@ -714,6 +356,19 @@ class KerasModel(torch.nn.Module):
         nodes, self._outputs = _drop_identities(nodes, outputs)
         self.layers = torch.nn.ModuleList(node.module for node in nodes)
         self._plan = _plan(nodes, self._outputs)
+        self._nodes = nodes
+        self._partial = _partial_nodes(nodes, shapes, self.input_names)
+        self._cut_plans: dict[tuple, list | None] = {}
+        self.trim = True
+
+    def _cuts(self, inputs: list[torch.Tensor]) -> list | None:
+        """The cuts for inputs of these lengths (worked out once per lengths)."""
+        if not self._partial or not self.trim:
+            return None
+        key = tuple(x.shape[1] if x.dim() == 3 else None for x in inputs)
+        if key not in self._cut_plans:
+            self._cut_plans[key] = _cuts(self._nodes, self._outputs, self._partial, dict(zip(self.input_names, key)))
+        return self._cut_plans[key]
 
     def forward(self, *inputs: torch.Tensor) -> list[torch.Tensor]:
         if len(inputs) != len(self.input_names):
@@ -722,9 +377,17 @@ class KerasModel(torch.nn.Module):
         dtype = next((b.dtype for b in self.buffers()), torch.float32)
         env = {name: x.to(dtype) for name, x in zip(self.input_names, inputs)}
         overwrite = not torch.is_grad_enabled()  # in-place ops would break autograd's saved tensors
-        for module, step in zip(self.layers, self._plan):
+        cuts = self._cuts(inputs) or [None] * len(self._plan)
+        for module, step, cut in zip(self.layers, self._plan, cuts):
             args = [env[n] for n in step.inputs]
-            env[step.output] = module(*args, inplace=True) if step.inplace and overwrite else module(*args)
+            if cut is not None:
+                args = [x if part is None else x.narrow(1, *part) for x, part in zip(args, cut.inputs)]
+            if cut is not None and cut.pads is not None:
+                env[step.output] = module.valid(args[0], *cut.pads)
+            elif step.inplace and overwrite:
+                env[step.output] = module(*args, inplace=True)
+            else:
+                env[step.output] = module(*args)
             for name in step.free:
                 del env[name]
         return [env[name] for name in self._outputs]
@@ -736,8 +399,9 @@ def load_keras_h5(path) -> KerasModel:
     config, tensors = _read_h5(path)
     graph = _parse_config(config, str(path))
     nodes, shapes = [], dict(graph.inputs)
-    for layer, built in _convert(graph, str(path)):
-        nodes.append(_Node(layer.name, _module(layer, built, tensors.get(layer.name, []), str(path)), layer.inputs))
+    for layer, built in convert(graph.layers, graph.inputs, str(path)):
+        nodes.append(_Node(layer.name, make_module(layer, built, tensors.get(layer.name, []), str(path)),
+                           layer.inputs))
         shapes[layer.name] = built.shape
     return KerasModel(graph, nodes, shapes).eval()
 

@@ -17,6 +17,9 @@ It computes what ``spliceai`` 1.3.1 computes (docs/spliceai.md has the details):
 ``varfx score --backend spliceai`` hands the whole run to :func:`score_spliceai`
 (``Backend.score_vcf``): one row per (ALT, gene) in HDF5 (:func:`read_spliceai`) and TSV,
 and the input VCF with the package's ``SpliceAI`` INFO field (``--out-vcf``).
+
+The gene table (reading it, the genes at a site, the nearest exon boundary, the window masked
+to a transcript) is in :mod:`varfx.backends.spliceai_genes`.
 """
 
 from __future__ import annotations
@@ -35,18 +38,19 @@ import torch
 from tqdm import tqdm
 
 from .. import __version__
-from ..encoding import N_CODE, encode, revcomp_codes
+from ..encoding import encode, revcomp_codes
 from ..errors import InputError, ModelError, OptionError
-from ..genome import Genome, contig_aliases
+from ..genome import Genome
 from ..predict import PRECISIONS, Predictor, resolve_device
-from ..results import _strs, open_complete, read_scores
-from ..run import (REF_POLICIES, SHORT_CONTIG_POLICIES, RunSummary, check_out, RowBuffer, write_scored, write_skipped,
-                   sha256, work_unit)
+from ..results import strings, open_complete, read_scores
+from ..run import (REF_POLICIES, SHORT_CONTIG_POLICIES, RowBuffer, RunSummary, check_out, finish_run, sha256,
+                   work_unit, write_scored, write_skipped)
 from ..variants import Site, VariantReader
 from ..vcfout import AnnotatedVCFWriter, InfoField, vcf_mode
 from ..windows import Geometry, check_sites
-from ..writers import H5Writer, STR, SkippedTSVWriter, VariantRows, _append, _fmt, _TextWriter
+from ..writers import H5Writer, STR, SkippedTSVWriter, VariantRows, append_rows, format_values, TextTable
 from .base import Backend, reject_options, tracks_table
+from .spliceai_genes import TABLE_COLUMNS, GeneTable, gene_window  # noqa: F401  (TABLE_COLUMNS: still importable here)
 
 CONTEXT = 10_000  # bp of flank the models need: output length = input length - 10,000
 DEFAULT_DISTANCE = 50
@@ -118,82 +122,6 @@ def annotation_file(annotation: str | None) -> Path:
     if not path.is_file():
         raise InputError(f"--annotation {annotation}: no such file (give grch37, grch38 or a gene table)")
     return path
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# The gene table
-
-
-TABLE_COLUMNS = ("#NAME", "CHROM", "STRAND", "TX_START", "TX_END", "EXON_START", "EXON_END")
-_TABLE_FORMAT = ("a SpliceAI gene table is tab-separated with the header "
-                 "#NAME CHROM STRAND TX_START TX_END EXON_START EXON_END, like the package's grch37.txt")
-
-
-class GeneTable:
-    """SpliceAI's gene annotation: transcripts (1-based, inclusive) and their exon boundaries."""
-
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        df = self._read(self.path)
-        self.names = df["#NAME"].astype(str).to_numpy()
-        self.strands = df["STRAND"].to_numpy()
-        self.tx_start = self._ints(df, "TX_START") + 1
-        self.tx_end = self._ints(df, "TX_END")
-        self._boundaries = [self._exon_boundaries(row, starts, ends) for row, (starts, ends)
-                            in enumerate(zip(df["EXON_START"].tolist(), df["EXON_END"].tolist()))]
-        bad = np.flatnonzero(~np.isin(self.strands, ["+", "-"]))
-        if bad.size:
-            raise InputError(f"{self.path} line {bad[0] + 2}: STRAND must be + or -, got {self.strands[bad[0]]!r}")
-        self._by_contig = {name: np.flatnonzero(df["CHROM"].to_numpy() == name) for name in df["CHROM"].unique()}
-
-    @staticmethod
-    def _read(path: Path) -> pd.DataFrame:
-        try:
-            df = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-            raise InputError(f"{path} cannot be read as a gene table ({str(exc).splitlines()[0]}): {_TABLE_FORMAT}")
-        missing = [c for c in TABLE_COLUMNS if c not in df.columns]
-        if missing:
-            raise InputError(f"{path} has no column {', '.join(missing)}: {_TABLE_FORMAT}")
-        return df
-
-    def _ints(self, df: pd.DataFrame, column: str) -> np.ndarray:
-        values = pd.to_numeric(df[column], errors="coerce")
-        bad = np.flatnonzero((values.isna() | (values % 1 != 0)).to_numpy())
-        if bad.size:
-            raise InputError(f"{self.path} line {bad[0] + 2}: {column} must be an integer, "
-                             f"got {df[column].iloc[bad[0]]!r}")
-        return values.to_numpy(np.int64)
-
-    def _exon_boundaries(self, row: int, starts: str, ends: str) -> np.ndarray:
-        """1-based exon starts and ends of one transcript, sorted (what ``-M 1`` calls annotated sites)."""
-        try:
-            first = [int(v) + 1 for v in starts.split(",") if v.strip()]
-            last = [int(v) for v in ends.split(",") if v.strip()]
-        except ValueError:
-            raise InputError(f"{self.path} line {row + 2}: EXON_START and EXON_END must be comma-separated "
-                             "integers (e.g. 1000,2000,)") from None
-        if not first or len(first) != len(last):
-            raise InputError(f"{self.path} line {row + 2}: EXON_START and EXON_END must list the same "
-                             "number (≥ 1) of exons")
-        return np.unique(np.array(first + last, dtype=np.int64))
-
-    def genes_at(self, site: Site) -> list[int]:
-        """Rows (in table order) of the transcripts that contain the site's POS."""
-        rows = None
-        for name in (site.chrom, site.contig, *contig_aliases(site.chrom)):
-            rows = self._by_contig.get(name)
-            if rows is not None:
-                break
-        if rows is None:
-            return []
-        inside = (self.tx_start[rows] <= site.pos) & (site.pos <= self.tx_end[rows])
-        return rows[inside].tolist()
-
-    def nearest_boundary(self, row: int, pos: int) -> int:
-        """Signed distance from ``pos`` to the nearest exon boundary (the upstream one on a tie)."""
-        d = self._boundaries[row] - pos
-        return int(d[np.argmin(np.abs(d))])
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -323,15 +251,6 @@ def delta_scores(y_ref: np.ndarray, y_alt: np.ndarray, distance: int, nearest_bo
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Windows and predictions
-
-
-def gene_window(codes: np.ndarray, pos: int, tx_start: int, tx_end: int) -> np.ndarray:
-    """A window centred on ``pos`` with the positions outside [tx_start, tx_end] set to N."""
-    c = codes.shape[0] // 2
-    out = codes.copy()
-    out[:max(tx_start - pos + c, 0)] = N_CODE
-    out[max(tx_end - pos + c + 1, 0):] = N_CODE
-    return out
 
 
 def alt_window(ref: np.ndarray, ref_allele: str, alt: str) -> np.ndarray:
@@ -469,10 +388,10 @@ class SpliceAIH5Writer(H5Writer):
     def write(self, rows: VariantRows, block: dict) -> None:
         super().write(rows, {})
         for name in COLUMNS:
-            _append(self.f[name], list(block[name]) if name in ("gene", "strand") else block[name])
+            append_rows(self.f[name], list(block[name]) if name in ("gene", "strand") else block[name])
 
 
-class SpliceAITSVWriter(_TextWriter):
+class SpliceAITSVWriter(TextTable):
     """One row per (ALT, gene): chrom pos id ref alt gene strand DS_AG … DS_DL DP_AG … DP_DL."""
 
     def __init__(self, path):
@@ -481,7 +400,7 @@ class SpliceAITSVWriter(_TextWriter):
     def write(self, rows: VariantRows, block: dict) -> None:
         if not len(rows):
             return
-        ds = _fmt(np.stack([block[s] for s in SCORES], 1))
+        ds = format_values(np.stack([block[s] for s in SCORES], 1))
         dp = np.stack([block[p] for p in POSITIONS], 1).astype(str)
         self.fh.writelines(
             "\t".join([c, str(p), i, r, a, g, s, *d, *q]) + "\n"
@@ -505,7 +424,7 @@ def read_spliceai(path) -> SpliceAIScores:
     table = base.variants
     with open_complete(path) as f:
         for name in COLUMNS:
-            table[name] = _strs(f[name]) if name in ("gene", "strand") else f[name][:]
+            table[name] = strings(f[name]) if name in ("gene", "strand") else f[name][:]
     return SpliceAIScores(table, base.skipped, base.settings)
 
 
@@ -640,20 +559,11 @@ def _run(reader: VariantReader, scorer: _Scorer, outputs: tuple, attrs: dict, qu
         write_scored(tables, scored)
         write_skipped(tables, skipped)
         bar.close()
-        summary.records_read = reader.records_read
-        summary.seconds = time.perf_counter() - t0
-        final = {"records_read": summary.records_read, "variants": summary.variants,
-                 "variants_scored": summary.scored, "variants_skipped": summary.skipped_total,
-                 "skipped_by_reason": dict(summary.skipped), "seconds": round(summary.seconds, 3)}
-        for w in writers:
-            w.finish(final)
-            summary.outputs.append(w.path)
+        finish_run(writers, summary, reader, t0)
     except BaseException:
         for w in writers:
             w.abort()
         raise
-    if summary.scored + summary.skipped_total != summary.variants:  # an internal invariant, not user input
-        raise AssertionError("variant accounting does not add up")
     return summary
 
 
