@@ -391,3 +391,11 @@ def test_profile_statistics_qtl_and_jsd(case):
     top = top_variants(t / "p.h5", "QTL", n=3)
     assert list(top["track"]) == ["*"] * 3
     np.testing.assert_allclose(top["QTL"], np.sort(res.stats["QTL"])[::-1][:3], rtol=1e-6)
+
+
+def test_a_backend_handed_in_is_left_as_it_was(case):
+    from varfx.backends import load_backend
+    import torch
+    b = load_backend("torchscript", [str(case["weights"])])
+    varfx.score_vcf(case["vcf"], case["fasta"], b, out=case["tmp"] / "o.h5", tracks="1")
+    assert b.predict(torch.zeros(1, 64, 4)).shape == (1, 8, 3)  # all tracks again

@@ -368,4 +368,5 @@ def score_vcf(vcf, fasta, backend: str | Backend, weights=None, out=None, tsv=No
             ahead.close()  # stops and joins the prefetch thread before the genome and reader close
         reader.close()
         genome.close()
+        model.compute_tracks(None)  # a Backend the caller handed in is left computing all its tracks
     return summary
