@@ -61,16 +61,21 @@ def rel_err(a, b):
     return float((a - b).abs().max() / b.abs().max())
 
 
+def make_checkpoint(folder, monkeypatch, hparams, length, seed):
+    """A port model with random weights saved as save_pretrained does, plus varfx's sequence_length."""
+    monkeypatch.setattr(EP, "get_positional_features_gamma", tf_style_gamma)
+    model = EP.Enformer.from_hparams(**hparams).eval()
+    randomize(model, seed=seed)
+    model.save_pretrained(folder, safe_serialization=False)  # shared _trunk tensors: .bin
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg["sequence_length"] = length
+    (folder / "config.json").write_text(json.dumps(cfg))
+    return model, folder
+
+
 @pytest.fixture
 def small_port(tmp_path, monkeypatch):
-    monkeypatch.setattr(EP, "get_positional_features_gamma", tf_style_gamma)
-    model = EP.Enformer.from_hparams(**SMALL).eval()
-    randomize(model)
-    model.save_pretrained(tmp_path / "ckpt", safe_serialization=False)  # shared _trunk tensors: .bin
-    cfg = json.loads((tmp_path / "ckpt" / "config.json").read_text())
-    cfg["sequence_length"] = SMALL_LENGTH
-    (tmp_path / "ckpt" / "config.json").write_text(json.dumps(cfg))
-    return model, tmp_path / "ckpt"
+    return make_checkpoint(tmp_path / "ckpt", monkeypatch, SMALL, SMALL_LENGTH, seed=0)
 
 
 def test_reduced_config_matches_enformer_pytorch(small_port):
@@ -185,14 +190,7 @@ MID_LENGTH = 128 * 64  # 64 tower positions: the incremental pass recomputes onl
 
 @pytest.fixture
 def mid_ckpt(tmp_path, monkeypatch):
-    monkeypatch.setattr(EP, "get_positional_features_gamma", tf_style_gamma)
-    model = EP.Enformer.from_hparams(**MID).eval()
-    randomize(model, seed=7)
-    model.save_pretrained(tmp_path / "mid", safe_serialization=False)
-    cfg = json.loads((tmp_path / "mid" / "config.json").read_text())
-    cfg["sequence_length"] = MID_LENGTH
-    (tmp_path / "mid" / "config.json").write_text(json.dumps(cfg))
-    return model, tmp_path / "mid"
+    return make_checkpoint(tmp_path / "mid", monkeypatch, MID, MID_LENGTH, seed=7)
 
 
 def test_incremental_alt_pass_is_exact(mid_ckpt):
@@ -269,6 +267,20 @@ def test_tracks_command_lists_enformer_tracks_offline():
     assert r.exit_code == 0 and len(r.output.strip().splitlines()) == 1 + 1643
     r = CliRunner().invoke(cli, ["tracks", "--backend", "enformer", "--head", "fish"])
     assert r.exit_code == 2 and "--head 'fish'" in r.output
+
+
+def test_score_with_an_unknown_head(small_port, tmp_path):
+    from click.testing import CliRunner
+    from varfx.cli import cli
+    from conftest import write_fasta, write_vcf
+
+    port, ckpt = small_port
+    fa = write_fasta(tmp_path / "g.fa", {"chr1": "ACGT" * 1000})
+    vcf = write_vcf(tmp_path / "v.vcf", [("chr1", 2000, "a", "A", "C")])
+    r = CliRunner().invoke(cli, ["score", str(vcf), "--fasta", str(fa), "--backend", "enformer", "--weights",
+                                 str(ckpt), "--head", "fish", "--out", str(tmp_path / "o.h5")])
+    assert r.exit_code == 2 and "Traceback" not in r.output
+    assert "--head 'fish': the model's heads are human, mouse" in r.output
 
 
 @pytest.mark.slow
