@@ -127,20 +127,32 @@ def sequence_input(batch: int, length: int, hot: int, seed: int = 0) -> np.ndarr
 
 # -- timing ------------------------------------------------------------------------------------------------------------
 
-def time_varfx(path: Path, x: np.ndarray, threads: int, repeats: int, trim: bool = True):
-    """(wall, CPU) seconds of each timed call, and the outputs."""
+def time_varfx(path: Path, x: np.ndarray, threads: int, repeats: int, trim: bool = True,
+               device: str = "cpu", precision: str = "fp32"):
+    """(wall, CPU) seconds of each timed call, and the outputs (float32, on the CPU).
+
+    On a GPU each timed call ends with a synchronisation, so that wall time covers the kernels;
+    ``precision="bf16"`` runs under bf16 autocast.
+    """
+    import contextlib
+
     torch.set_num_threads(threads)
-    model = load_keras_h5(path)
+    dev = torch.device(device)
+    model = load_keras_h5(path).to(dev)
     model.trim = trim
-    xt = torch.from_numpy(x)
+    xt = torch.from_numpy(x).to(dev)
+    cast = (torch.autocast(dev.type, dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext())
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     seconds = []
-    with torch.inference_mode():
+    with torch.inference_mode(), cast:
         ys = model(xt)
+        sync()
         for _ in range(repeats):
             t, c = time.perf_counter(), time.process_time()
             model(xt)
+            sync()
             seconds.append((time.perf_counter() - t, time.process_time() - c))
-    return seconds, [y.numpy() for y in ys]
+    return seconds, [y.float().cpu().numpy() for y in ys]
 
 
 def time_tensorflow(tf_python: str, path: Path, x: np.ndarray, threads: int, repeats: int, folder: Path):
@@ -182,6 +194,8 @@ def main() -> None:
     parser.add_argument("--spliceai-batch", type=int, default=8)
     parser.add_argument("--clipnet-batch", type=int, default=64)
     parser.add_argument("--models", default="spliceai,clipnet")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (TensorFlow always runs on the CPU)")
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="varfx's precision (autocast)")
     parser.add_argument("--no-trim", action="store_true", help="varfx computes every layer over its whole length "
                         "(KerasModel.trim = False), as before it computed only the positions an output needs")
     args = parser.parse_args()
@@ -195,7 +209,8 @@ def main() -> None:
         for key in args.models.split(","):
             label, make, length, hot, batch = cases[key]
             path, x = make(), sequence_input(batch, length, hot)
-            seconds, ys = time_varfx(path, x, args.threads, args.repeats, not args.no_trim)
+            seconds, ys = time_varfx(path, x, args.threads, args.repeats, not args.no_trim, args.device,
+                                     args.precision)
             wall, cpu = rates(seconds, batch)
             row = [label, f"{length:,}", str(batch), str(args.threads), f"{wall:.1f}", f"{cpu:.1f}"]
             if args.tf_python:
@@ -211,7 +226,9 @@ def main() -> None:
         header += [f"TF {tf_version} seq/s", "TF seq/CPU-s", "varfx / TF (wall)", "varfx / TF (CPU)",
                    "max rel. error"]
     load = Path("/proc/loadavg").read_text().split()[0] if Path("/proc/loadavg").exists() else "?"
-    print(f"{cpu_name()}, {torch.get_num_threads()} threads; torch {torch.__version__}; fastest of "
+    where = (torch.cuda.get_device_name(torch.device(args.device)) if args.device.startswith("cuda")
+             else f"{cpu_name()}, {torch.get_num_threads()} threads")
+    print(f"{where}; varfx at {args.precision}; torch {torch.__version__}; fastest of "
           f"{args.repeats} calls after a warm-up; load average {load} at the end"
           f"{'; varfx with trim off' if args.no_trim else ''}\n")
     print("| " + " | ".join(header) + " |")
