@@ -7,7 +7,7 @@ Prints (Markdown):
    and bf16 autocast;
 2. the cost of varfx's incremental ALT pass for an SNV relative to a full forward;
 3. scored SNVs/s end to end (`varfx score` on random SNVs of a synthetic 600-kb genome, REF+ALT,
-   no reverse complement), with and without the incremental pass.
+   no reverse complement, at --precision), with and without the incremental pass.
 enformer-pytorch is needed for (1) only (pip install enformer-pytorch==0.8.12).
 """
 
@@ -74,6 +74,7 @@ def main():
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--variants", type=int, default=8)
     ap.add_argument("--skip-port", action="store_true", help="do not time enformer-pytorch")
+    ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="for the end-to-end part")
     a = ap.parse_args()
     dev = torch.device(a.device)
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
@@ -120,12 +121,12 @@ def main():
     # end to end
     import varfx
     write_genome(tmp, a.variants)
-    print("\n| mode | SNVs | seconds | SNVs/s |\n|---|---:|---:|---:|")
+    print(f"\nend to end at {a.precision}:\n\n| mode | SNVs | seconds | SNVs/s |\n|---|---:|---:|---:|")
     for label, inc_flag in (("full ALT forward", False), ("incremental ALT pass", True)):
         b = load_backend("enformer", [str(tmp / "enformer.pt")], incremental=inc_flag)
         t = time.perf_counter()
         s = varfx.score_vcf(tmp / "v.vcf", tmp / "g.fa", b, out=tmp / f"s{inc_flag}.h5", device=a.device,
-                            batch_size=max(2, a.batch * 2), float32=True)
+                            batch_size=max(2, a.batch * 2), float32=True, precision=a.precision)
         dt = time.perf_counter() - t
         print(f"| {label} | {s.scored} | {dt:.1f} | {s.scored / dt:.3f} |")
 
