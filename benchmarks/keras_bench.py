@@ -47,7 +47,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from varfx.backends.keras import load_keras_h5, weight_shapes  # noqa: E402
+sys.path.insert(0, str(ROOT / "tests"))
+
+from keras_files import write_keras_h5  # noqa: E402
+from varfx.backends.keras import load_keras_h5  # noqa: E402
 
 CLIPNET_WIDTHS = {8: 64, 16: 128}  # golden filters -> CLIPNET's
 
@@ -79,34 +82,6 @@ print(json.dumps({"seconds": seconds, "version": tf.__version__}))
 def spliceai_model() -> Path:
     folder = Path(importlib.util.find_spec("spliceai").submodule_search_locations[0])
     return folder / "models" / "spliceai1.h5"
-
-
-def random_weight(role: str, shape: tuple, rng: np.random.Generator) -> np.ndarray:
-    """Weights of a plausible scale: kernels ~ N(0, 1/fan_in), BatchNorm near identity, a positive beta."""
-    if role == "kernel":
-        return rng.normal(0, 1 / np.sqrt(np.prod(shape[:-1])), shape)
-    return {"bias": lambda: rng.normal(0, 0.1, shape), "gamma": lambda: rng.uniform(0.8, 1.2, shape),
-            "beta": lambda: rng.uniform(0, 0.3, shape), "moving_mean": lambda: rng.normal(0, 0.1, shape),
-            "moving_variance": lambda: rng.uniform(0.8, 1.2, shape)}[role]()
-
-
-def write_keras_h5(path: Path, config: dict, seed: int = 0) -> Path:
-    """A Keras 2 model file (as ``model.save`` writes it) with random weights for ``config``."""
-    rng = np.random.default_rng(seed)
-    shapes = weight_shapes(config)
-    names = [layer["name"] for layer in config["config"]["layers"]]
-    with h5py.File(path, "w") as f:
-        f.attrs.update({"keras_version": "2.15.0", "backend": "tensorflow", "model_config": json.dumps(config)})
-        group = f.create_group("model_weights")
-        group.attrs.update({"keras_version": "2.15.0", "backend": "tensorflow",
-                            "layer_names": np.array(names, dtype="S")})
-        for name in names:
-            layer = group.create_group(name)
-            tensors = [(f"{name}/{role}:0", shape, role) for role, shape in shapes.get(name, [])]
-            layer.attrs["weight_names"] = np.array([t[0] for t in tensors], dtype="S")
-            for tensor, shape, role in tensors:
-                layer.create_dataset(tensor, data=random_weight(role, shape, rng).astype("float32"))
-    return path
 
 
 def clipnet_model(folder: Path) -> Path:

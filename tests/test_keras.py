@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from varfx.backends import BUILTIN, backend_class
+from keras_files import write_keras_h5
 from varfx.backends.keras import KerasBackend, _Affine, load_keras_h5, weight_shapes
 from varfx.errors import InputError, ModelError, OptionError
 
@@ -113,28 +114,6 @@ def trim_config() -> dict:
             "config": {"name": "trim", "layers": layers, "input_layers": [["a", 0, 0]], "output_layers": outputs}}
 
 
-def write_model(path: Path, config: dict, seed: int = 0) -> Path:
-    """A Keras 2 .h5 file (as model.save writes it) with random weights for ``config``."""
-    rng = np.random.default_rng(seed)
-    draw = {"kernel": lambda s: rng.normal(0, 1 / np.sqrt(np.prod(s[:-1])), s), "bias": lambda s: rng.normal(0, .2, s),
-            "gamma": lambda s: rng.uniform(.5, 1.5, s), "beta": lambda s: rng.normal(0, .3, s),
-            "moving_mean": lambda s: rng.normal(0, .3, s), "moving_variance": lambda s: rng.uniform(.5, 1.5, s)}
-    names = [layer["name"] for layer in config["config"]["layers"]]
-    with h5py.File(path, "w") as f:
-        f.attrs.update({"keras_version": "2.15.0", "backend": "tensorflow", "model_config": json.dumps(config)})
-        group = f.create_group("model_weights")
-        group.attrs.update({"keras_version": "2.15.0", "backend": "tensorflow",
-                            "layer_names": np.array(names, dtype="S")})
-        for name, tensors in weight_shapes(config).items():
-            layer = group.create_group(name)
-            layer.attrs["weight_names"] = np.array([f"{name}/{role}:0" for role, _ in tensors], dtype="S")
-            for role, shape in tensors:
-                layer.create_dataset(f"{name}/{role}:0", data=draw[role](shape).astype("float32"))
-        for name in set(names) - set(group):
-            group.create_group(name).attrs["weight_names"] = np.array([], dtype="S")
-    return path
-
-
 def cut_steps(model, length: int) -> int:
     """How many steps compute part of a sequence for inputs of ``length`` (0: every layer computes all of it)."""
     cuts = model._cut_plans.get((length,))
@@ -147,7 +126,7 @@ def test_trimmed_model_computes_what_the_whole_computation_does(tmp_path, length
     average pooling, zero padding, element-wise layers, Dense, Concatenate and two cropped outputs, computed over
     part of the sequence, against the same layers over all of it (which the goldens check against Keras; this
     model itself matched TensorFlow 2.15 to 2e-7 when it was written)."""
-    model = load_keras_h5(write_model(tmp_path / "trim.h5", trim_config()))
+    model = load_keras_h5(write_keras_h5(tmp_path / "trim.h5", trim_config()))
     x = np.random.default_rng(length).normal(size=(3, length, 4)).astype("float32")
     trimmed = run(model, [x])
     assert cut_steps(model, length) >= 7
