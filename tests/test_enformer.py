@@ -311,3 +311,30 @@ def test_score_example_at_full_size(tmp_path):
     assert res.settings["window_length"] == 196_608 and res.settings["bin_offset"] == 40_960
     assert res.settings["bins"] == "variant:128" and np.isfinite(res.stats["SAD"]).all()
     assert np.abs(res.stats["SAD"]).max() > 0
+
+
+def test_weight_file_errors_are_one_line(tmp_path):
+    from varfx.errors import InputError, OptionError
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(InputError, match="neither model.safetensors nor pytorch_model.bin"):
+        load_backend("enformer", [str(empty)])
+    (empty / "config.json").write_text("{not json")
+    with pytest.raises(InputError, match="config.json is not valid JSON"):
+        load_backend("enformer", [str(empty)])
+    with pytest.raises(InputError, match="weights not found"):
+        load_backend("enformer", [str(tmp_path / "nope.pt")])
+    with pytest.raises(OptionError, match="takes one --weights"):
+        load_backend("enformer", [str(empty), str(empty)])
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{broken header}")
+    with pytest.raises(ModelError, match="not a safetensors file"):
+        load_backend("enformer", [str(bad)])
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a zip or pickle")
+    with pytest.raises(ModelError, match="weights_only=True"):
+        load_backend("enformer", [str(junk)])
+    torch.save({"stem.0.weight": torch.zeros(1), "something.else": torch.zeros(2)}, tmp_path / "alien.pt")
+    with pytest.raises(ModelError, match="does not know: something.else"):
+        load_backend("enformer", [str(tmp_path / "alien.pt")])

@@ -135,6 +135,22 @@ def load_state_dict_checked(module: torch.nn.Module, state: dict, source: str) -
     module.load_state_dict(state, strict=False)
 
 
+def check_output(fn, geometry: Geometry, n_tracks: int, path, what: str, fix: str) -> None:
+    """Run ``fn`` once on a zero (1, L, 4) input; a one-line ModelError if it fails or its output is
+    not (1, bins, tracks). ``what`` names the output with its verb ("returns", "output 'x' is")."""
+    g = geometry
+    try:
+        with torch.inference_mode():
+            y = fn(torch.zeros(1, g.input_length, 4))
+    except Exception as exc:  # a user's model: anything can go wrong
+        raise ModelError(f"{path} fails on a (1, {g.input_length}, 4) input as the spec describes: "
+                         f"{str(exc).strip().splitlines()[0]}")
+    want = (1, g.output_bins, n_tracks)
+    if not isinstance(y, torch.Tensor) or tuple(y.shape) != want:
+        got = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
+        raise ModelError(f"{path} {what} {got} but the spec says (batch, bins, tracks) = {want}: {fix}")
+
+
 def reject_options(backend: str, options: dict) -> None:
     """A one-line error for options this backend does not take (rather than ignoring them)."""
     given = {k: v for k, v in options.items() if v is not None}

@@ -42,7 +42,7 @@ import torch
 
 from ..errors import InputError, ModelError
 from ..windows import Geometry
-from .base import Backend, reject_options, tracks_table
+from .base import Backend, check_output, reject_options, tracks_table
 from .keras_layers import SUPPORTED_LAYERS, Layer, Shape, _Affine, _Conv1d, _Windowed, convert, make_module
 from .torchscript import read_spec
 
@@ -447,16 +447,8 @@ class KerasBackend(Backend):
         else:
             raise ModelError(f"{path} has no output {chosen!r}: the spec's 'output' must be an index "
                              f"0..{len(model.output_names) - 1} or a name ({', '.join(model.output_names)})")
-        try:
-            with torch.inference_mode():
-                y = self._select(model, index, torch.zeros(1, g.input_length, 4))
-        except Exception as exc:  # the model's own shapes do not fit: say so in one line
-            raise ModelError(f"{path} fails on a (1, {g.input_length}, 4) input as the spec describes: "
-                             f"{str(exc).strip().splitlines()[0]}")
-        want = (1, g.output_bins, len(self.tracks))
-        if tuple(y.shape) != want:
-            raise ModelError(f"{path} output {model.output_names[index]!r} is {tuple(y.shape)} but the spec says "
-                             f"(batch, bins, tracks) = {want}: fix output_bins/tracks/output in the spec")
+        check_output(lambda x: self._select(model, index, x), g, len(self.tracks), path,
+                     f"output {model.output_names[index]!r} is", "fix output_bins/tracks/output in the spec")
         return index
 
     @staticmethod

@@ -26,7 +26,7 @@ import torch
 
 from ..errors import InputError, ModelError
 from ..windows import Geometry
-from .base import ENCODINGS, Backend, load_state_dict_checked, reject_options, tracks_table
+from .base import ENCODINGS, Backend, check_output, load_state_dict_checked, reject_options, tracks_table
 
 _REQUIRED = {"input_length": int, "output_bins": int, "bin_size": int, "bin_offset": int, "tracks": list}
 
@@ -117,22 +117,8 @@ class TorchScriptBackend(Backend):
         self.strand_pairs = [tuple(p) for p in s.get("strand_pairs", [])]
         self._ncl = s.get("input_layout", "NLC") == "NCL"
         self._ntb = s.get("output_layout", "NBT") == "NTB"
-        self._check_output(path)
-
-    def _check_output(self, path: Path) -> None:
-        g = self.geometry
-        x = torch.zeros(1, g.input_length, 4)
-        try:
-            with torch.inference_mode():
-                y = self.forward(x)
-        except Exception as exc:  # the user's model: anything can go wrong
-            raise ModelError(f"{path} fails on a (1, {g.input_length}, 4) input as the spec describes: "
-                             f"{str(exc).strip().splitlines()[0]}")
-        want = (1, g.output_bins, len(self.tracks))
-        if not isinstance(y, torch.Tensor) or tuple(y.shape) != want:
-            got = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
-            raise ModelError(f"{path} returns {got} but the spec says (batch, bins, tracks) = {want}: "
-                             "fix output_bins/tracks in the spec or the model's output")
+        check_output(self.forward, self.geometry, len(self.tracks), path, "returns",
+                     "fix output_bins/tracks in the spec or the model's output")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._ncl:
