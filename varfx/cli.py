@@ -93,10 +93,17 @@ def backend_options(f):
 @click.option("--head", help="enformer: human (default) or mouse.")
 @click.option("--no-incremental", "incremental", flag_value=False, default=None,
               help="enformer: always run the full model for ALT (no incremental conv-tower pass).")
+@click.option("--genotypes", type=click.Path(dir_okay=False),
+              help="Cohort VCF/BCF with GT: score each variant on each sample's own background (docs/personal.md).")
+@click.option("--samples", help="With --genotypes: a comma list or a file of sample names (default: all).")
+@click.option("--haplotypes", type=click.Choice(["mean", "both"]), default=None,
+              help="With --genotypes and a one-hot backend: average the two haplotypes' predictions or keep both.")
+@click.option("--contrast", is_flag=True,
+              help="With --genotypes: also score each sample's own genotype at the variant vs hom-REF.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def score(vcf, fasta, backend, weights, spec, out, tsv, tsv_long, skipped_tsv, region, ref_mismatch, short_contigs, bins,
           stats, pseudocount, rc, shifts, tracks, batch_size, device, precision, float32, out_vcf, annotation,
-          distance, mask, head, incremental, quiet):
+          distance, mask, head, incremental, genotypes, samples, haplotypes, contrast, quiet):
     """Score every ALT allele in VCF with a model: REF vs ALT windows, per-track effects."""
     from .run import score_vcf
 
@@ -105,9 +112,43 @@ def score(vcf, fasta, backend, weights, spec, out, tsv, tsv_long, skipped_tsv, r
                         ref_mismatch=ref_mismatch, short_contigs=short_contigs, bins=bins, stats=stat_list,
                         pseudocount=pseudocount, rc=rc, shifts=shifts, tracks=tracks, batch_size=batch_size,
                         device=device, precision=precision, float32=float32, quiet=quiet, out_vcf=out_vcf,
+                        genotypes=genotypes, samples=samples, haplotypes=haplotypes, contrast=contrast,
                         **{k: v for k, v in {"spec": spec, "annotation": annotation, "distance": distance,
                                              "mask": mask, "head": head, "incremental": incremental}.items()
                            if v is not None})
+    click.echo(summary.report(), err=True)
+
+
+@cli.command(context_settings=CONTEXT)
+@click.option("--bed", required=True, type=click.Path(dir_okay=False), help="Regions (BED: CHROM START END [NAME]).")
+@click.option("--fasta", required=True, type=click.Path(dir_okay=False), help="Reference genome FASTA.")
+@backend_options
+@click.option("--genotypes", type=click.Path(dir_okay=False),
+              help="Cohort VCF/BCF with GT: predict each sample's own sequence (default: the reference only).")
+@click.option("--samples", help="With --genotypes: a comma list or a file of sample names (default: all).")
+@click.option("--haplotypes", type=click.Choice(["mean", "both"]), default=None,
+              help="One-hot backends: average the two haplotypes' predictions or keep both.")
+@click.option("--out", type=click.Path(dir_okay=False), help="HDF5 output: sum, total (and profile) per region and sample.")
+@click.option("--tsv", type=click.Path(dir_okay=False), help="TSV: one row per region and sample.")
+@click.option("--profile", is_flag=True, help="Also store every output bin (HDF5 dataset 'profile').")
+@click.option("--rc", is_flag=True, help="Average forward and reverse-complement predictions.")
+@click.option("--shifts", default="0", show_default=True, help="Average over windows shifted by these bp.")
+@click.option("--tracks", metavar="SELECTION", help="Index list, a file of track ids, or a regex on descriptions.")
+@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True)
+@click.option("--float32", "float32", is_flag=True, help="Store profiles as float32 (default float16).")
+@click.option("--head", help="enformer: human (default) or mouse.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+def predict(bed, fasta, backend, weights, spec, genotypes, samples, haplotypes, out, tsv, profile, rc, shifts, tracks,
+            batch_size, device, precision, float32, head, quiet):
+    """Predicted tracks over BED regions, per sample of a cohort (or for the reference)."""
+    from .regions_run import predict_regions
+
+    summary = predict_regions(bed, fasta, backend, list(weights), out, tsv, genotypes=genotypes, samples=samples,
+                              haplotypes=haplotypes, profile=profile, rc=rc, shifts=shifts, tracks=tracks,
+                              batch_size=batch_size, device=device, precision=precision, float32=float32,
+                              quiet=quiet, **{k: v for k, v in {"spec": spec, "head": head}.items() if v is not None})
     click.echo(summary.report(), err=True)
 
 

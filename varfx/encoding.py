@@ -8,6 +8,9 @@
   genome's two alleles (CLIPNET): a homozygous base is 2, a heterozygote 1 + 1,
   an N allele contributes 0.
 
+Diploid windows travel as **pair codes** ``5·a + b`` (uint8, 0..24) of the two
+haplotypes' base codes and are encoded by :func:`two_hot_pairs`.
+
 Reverse complement exists for each.  Because the channel order A, C, G, T is its
 own complement read backwards, the reverse complement of a one-hot or two-hot
 tensor is a flip over both the length and the channel axes; a heterozygous A/T
@@ -103,6 +106,23 @@ def one_hot(codes: torch.Tensor | np.ndarray, dtype=torch.float32) -> torch.Tens
 def two_hot(codes_a, codes_b, dtype=torch.float32) -> torch.Tensor:
     """Two haplotypes' base codes (…, L) -> two-hot (…, L, 4)."""
     return one_hot(codes_a, dtype) + one_hot(codes_b, dtype)
+
+
+_PAIR_TABLE = {}
+
+
+def two_hot_pairs(pairs: torch.Tensor | np.ndarray, dtype=torch.float32) -> torch.Tensor:
+    """Pair codes ``5·a + b`` (…, L) of two haplotypes' base codes -> two-hot (…, L, 4).
+
+    Diploid windows travel as one byte per position (varfx.personal); like :func:`one_hot`,
+    an embedding lookup, here in a 25×4 table whose row 5·a + b is one-hot(a) + one-hot(b).
+    """
+    pairs = torch.as_tensor(pairs)
+    key = (str(pairs.device), dtype)
+    if key not in _PAIR_TABLE:
+        base = _table(pairs.device, dtype)
+        _PAIR_TABLE[key] = (base[:, None, :] + base[None, :, :]).reshape(25, 4)
+    return torch.nn.functional.embedding(pairs.long(), _PAIR_TABLE[key])
 
 
 def one_hot_to_codes(x: torch.Tensor) -> torch.Tensor:

@@ -21,7 +21,7 @@ import contextlib
 import numpy as np
 import torch
 
-from .encoding import one_hot, revcomp_hot
+from .encoding import one_hot, revcomp_hot, two_hot_pairs
 from .errors import OptionError
 from .windows import round_away
 
@@ -79,6 +79,7 @@ class Predictor:
         self.margin = max(abs(s) for s in shifts)
         self.members = [(s, False) for s in shifts] + ([(s, True) for s in shifts] if rc else [])
         self.two_hot = backend.encoding == "two-hot"
+        self.paired = False  # windows hold pair codes of two haplotypes (personal genomes, two-hot backends)
         if self.dtype is not None:
             try:
                 with torch.autocast(device.type, dtype=self.dtype):
@@ -104,6 +105,8 @@ class Predictor:
         return torch.autocast(self.device.type, dtype=self.dtype)
 
     def _encode(self, codes: torch.Tensor) -> torch.Tensor:
+        if self.paired:
+            return two_hot_pairs(codes)
         x = one_hot(codes)
         return x * 2 if self.two_hot else x
 

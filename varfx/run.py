@@ -42,6 +42,7 @@ class RunSummary:
     float16_overflow: dict = field(default_factory=dict)
     outputs: list = field(default_factory=list)
     seconds: float = 0.0
+    extra: list = field(default_factory=list)  # more report lines (e.g. genotype counts)
 
     @property
     def skipped_total(self) -> int:
@@ -60,6 +61,7 @@ class RunSummary:
                          + ", ".join(f"{s} {n:,}" for s, n in over.items()))
         if self.records_read == 0:
             lines.append("the VCF has no records: the outputs are valid but empty")
+        lines.extend(self.extra)
         lines.append("wrote: " + ", ".join(str(p) for p in self.outputs))
         return "\n".join(lines)
 
@@ -196,17 +198,134 @@ def write_skipped(writers, rows: "RowBuffer") -> None:
     rows.clear()
 
 
+class ModelRun:
+    """A loaded model with everything a run needs around it: statistics, tracks (and the strand
+    partners that --rc needs), the predictor, the metadata for outputs, and the writers."""
+
+    def __init__(self, backend, weights, backend_options, stats, tracks, rc, shifts, precision, batch_size,
+                 device, pseudocount):
+        shifts = parse_shifts(shifts)
+        self.device = dev = resolve_device(device)
+        model = load_backend(backend, weights, **backend_options) if isinstance(backend, str) else backend
+        self.model = model
+        self.pseudocount = pseudocount
+        self.stats = stats = parse_stats(stats, model.default_stats or DEFAULT_STATS)
+        self.track_stats = tuple(x for x in stats if x not in PROFILE_STATS)
+        self.prof_stats = tuple(x for x in stats if x in PROFILE_STATS)
+        self.chosen = chosen = select_tracks(model.tracks, tracks)
+        self.tracks_selected = tracks or "all"
+        self.prof_tracks = list(model.profile_tracks) if model.profile_tracks is not None else chosen
+        computed = with_strand_partners(chosen, model.strand_pairs) if rc else chosen
+        if self.prof_stats:
+            computed = sorted(set(computed) | set(with_strand_partners(self.prof_tracks, model.strand_pairs) if rc
+                                                  else self.prof_tracks))
+        model.compute_tracks(None if len(computed) == len(model.tracks) else computed)
+        self.out_cols = torch.as_tensor([computed.index(t) for t in chosen], device=dev)
+        self.prof_cols = torch.as_tensor([computed.index(t) for t in self.prof_tracks], device=dev)
+        self.slice_out = len(chosen) != len(computed)
+        model.to(dev)
+        self.predictor = Predictor(model, dev, precision, batch_size, rc, shifts,
+                                   strand_permutation(computed, model.strand_pairs) if rc else None)
+        self.geom = model.geometry
+        self.track_ids = [str(model.tracks["id"].iloc[i]) for i in chosen]
+        self.track_labels = [str(model.tracks["description"].iloc[i]) for i in chosen]
+        self.rc, self.shifts, self.precision = rc, shifts, precision
+
+    def attrs(self) -> dict:
+        model, geom = self.model, self.geom
+        return {
+            "backend": model.name,
+            **{f"backend_{k}": v for k, v in model.settings().items()},
+            "weights": [str(p) for p in model.weight_files],
+            "weights_sha256": [sha256(p) for p in model.weight_files],
+            "encoding": model.encoding,
+            "window_length": geom.input_length,
+            "window_center_index": geom.center,
+            "output_bins": geom.output_bins,
+            "bin_size": geom.bin_size,
+            "bin_offset": geom.bin_offset,
+            "stats": list(self.stats),
+            "profile_tracks": ([str(model.tracks["id"].iloc[i]) for i in self.prof_tracks]
+                               if self.prof_stats else []),
+            "pseudocount": self.pseudocount,
+            "rc": self.rc,
+            "shifts": list(self.shifts),
+            "tracks_selected": self.tracks_selected,
+            "track_indices": self.chosen,
+            "precision": self.precision,
+            "device": str(self.device),
+            "torch_version": torch.__version__,
+        }
+
+    def writers(self, out, tsv, tsv_long, skipped_tsv, attrs, float32, writer=H5Writer, **h5) -> list:
+        """The run's output writers (HDF5 first when there is one); on failure, none is left open."""
+        made = []
+        try:
+            if out is not None:
+                made.append(writer(out, self.track_ids, self.track_labels, self.track_stats, attrs, float32=float32,
+                                   profile_stats=self.prof_stats, **h5))
+            if tsv is not None:
+                made.append(TSVWriter(tsv, self.track_ids, self.track_stats, profile_stats=self.prof_stats))
+            if tsv_long is not None:
+                made.append(TSVWriter(tsv_long, self.track_ids, self.track_stats, long=True,
+                                      profile_stats=self.prof_stats))
+            if skipped_tsv is not None:
+                made.append(SkippedTSVWriter(skipped_tsv))
+        except BaseException:
+            for w in made:
+                w.abort()
+            raise
+        return made
+
+    def scores(self, ref_pred, alt_pred, ref_row, bins, all_bins) -> dict[str, np.ndarray]:
+        """Statistics of ALT rows against their REF rows -> {stat: (V, T) or (V,)} numpy arrays."""
+        dev = self.device
+        ref_row = torch.as_tensor(ref_row, device=dev)
+        res = {}
+        if self.track_stats:
+            al = Aligned(ref_row, *(torch.as_tensor(a, device=dev) for a in bins))
+            res = variant_stats(ref_pred, alt_pred, al, self.track_stats, self.pseudocount)
+            if self.slice_out:
+                res = {s: v.index_select(1, self.out_cols) for s, v in res.items()}
+        if self.prof_stats:
+            al = Aligned(ref_row, *(torch.as_tensor(a, device=dev) for a in all_bins))
+            res.update(profile_stats(ref_pred, alt_pred, al, self.prof_cols, self.prof_stats))
+        return {s: v.cpu().numpy() for s, v in res.items()}
+
+    def close(self):
+        self.model.compute_tracks(None)  # a Backend the caller handed in is left computing all its tracks
+
+
 def score_vcf(vcf, fasta, backend: str | Backend, weights=None, out=None, tsv=None, tsv_long=None, *,
               skipped_tsv=None, out_vcf=None, region=None, ref_mismatch: str = "skip", short_contigs: str = "error",
               bins: str | None = None,
               stats=None, pseudocount: float = 1.0, rc: bool = False, shifts=None, tracks: str | None = None,
               batch_size: int = 64, device: str = "auto", precision: str = "fp32", float32: bool = False,
               quiet: bool = True, write_chunk: int = 4096, prefetch_depth: int = 2,
+              genotypes=None, samples=None, haplotypes: str | None = None, contrast: bool = False,
               **backend_options) -> RunSummary:
     """Score every ALT allele of a VCF with a model; write HDF5 (and TSV) outputs.
 
-    Returns a :class:`RunSummary`.  See ``varfx score --help`` for the options.
+    With ``genotypes`` (a cohort VCF/BCF), score each variant on each sample's own background
+    (:func:`varfx.personal_run.score_personal`).  Returns a :class:`RunSummary`.  See
+    ``varfx score --help`` for the options.
     """
+    if genotypes is None:
+        for flag, value in (("--samples", samples), ("--haplotypes", haplotypes), ("--contrast", contrast or None)):
+            if value is not None:
+                raise OptionError(f"{flag} needs --genotypes COHORT.vcf.gz (the samples' genotypes)")
+    else:
+        if tsv_long is not None or out_vcf is not None:
+            raise OptionError("with --genotypes, write --out (HDF5) and/or --tsv (one row per variant and sample)")
+        if isinstance(backend, str) and backend_class(backend).score_vcf is not None:
+            raise OptionError(f"--genotypes does not apply to --backend {backend}")
+        from .personal_run import score_personal
+        return score_personal(vcf, fasta, backend, weights, out, tsv, genotypes=genotypes, samples=samples,
+                              haplotypes=haplotypes, contrast=contrast, skipped_tsv=skipped_tsv, region=region,
+                              ref_mismatch=ref_mismatch, short_contigs=short_contigs, bins=bins, stats=stats,
+                              pseudocount=pseudocount, rc=rc, shifts=shifts, tracks=tracks, batch_size=batch_size,
+                              device=device, precision=precision, float32=float32, quiet=quiet,
+                              prefetch_depth=prefetch_depth, **backend_options)
     if isinstance(backend, str):
         cls = backend_class(backend)
         if cls.score_vcf is not None:  # a backend with its own kind of run (e.g. spliceai)
@@ -238,82 +357,33 @@ def score_vcf(vcf, fasta, backend: str | Backend, weights=None, out=None, tsv=No
     named = [p.resolve() for p in (out, tsv, tsv_long, skipped_tsv) if p is not None]
     if len(set(named)) != len(named):
         raise OptionError("--out, --tsv, --tsv-long and --skipped-tsv must be different files")
-    shifts = parse_shifts(shifts)
     sel = BinSelection.parse(bins)
-    dev = resolve_device(device)
     vcf = Path(vcf)
 
     genome = Genome(fasta)
-    if isinstance(backend, str):
-        model = load_backend(backend, weights, **backend_options)
-    else:
-        model = backend
+    mr = ModelRun(backend, weights, backend_options, stats, tracks, rc, shifts, precision, batch_size, device,
+                  pseudocount)
+    model, predictor, geom, dev = mr.model, mr.predictor, mr.geom, mr.device
     reader = VariantReader(vcf, genome.resolve, regions=[region] if isinstance(region, str) else region)
-    stats = parse_stats(stats, model.default_stats or DEFAULT_STATS)
-    track_stats = tuple(x for x in stats if x not in PROFILE_STATS)
-    prof_stats = tuple(x for x in stats if x in PROFILE_STATS)
-    chosen = select_tracks(model.tracks, tracks)
-    prof_tracks = list(model.profile_tracks) if model.profile_tracks is not None else chosen
-    computed = with_strand_partners(chosen, model.strand_pairs) if rc else chosen
-    if prof_stats:
-        computed = sorted(set(computed) | set(with_strand_partners(prof_tracks, model.strand_pairs) if rc
-                                              else prof_tracks))
-    model.compute_tracks(None if len(computed) == len(model.tracks) else computed)
-    out_cols = torch.as_tensor([computed.index(t) for t in chosen], device=dev)
-    prof_cols = torch.as_tensor([computed.index(t) for t in prof_tracks], device=dev)
-    slice_out = len(chosen) != len(computed)
-    model.to(dev)
-    predictor = Predictor(model, dev, precision, batch_size, rc, shifts,
-                          strand_permutation(computed, model.strand_pairs) if rc else None)
-    geom = model.geometry
-
-    track_ids = [str(model.tracks["id"].iloc[i]) for i in chosen]
-    track_labels = [str(model.tracks["description"].iloc[i]) for i in chosen]
+    track_stats, prof_stats = mr.track_stats, mr.prof_stats
     attrs = {
         "varfx_version": __version__,
-        "backend": model.name,
-        **{f"backend_{k}": v for k, v in model.settings().items()},
-        "weights": [str(p) for p in model.weight_files],
-        "weights_sha256": [sha256(p) for p in model.weight_files],
+        **mr.attrs(),
         "vcf": str(vcf),
         "vcf_sha256": sha256(vcf),
         "region": list(reader.regions),
         "fasta": str(genome.path),
         "fasta_fai_sha256": sha256(Path(str(genome.path) + ".fai")),
-        "encoding": model.encoding,
-        "window_length": geom.input_length,
-        "window_center_index": geom.center,
-        "output_bins": geom.output_bins,
-        "bin_size": geom.bin_size,
-        "bin_offset": geom.bin_offset,
         "bins": sel.describe(),
-        "stats": list(stats),
-        "profile_tracks": [str(model.tracks["id"].iloc[i]) for i in prof_tracks] if prof_stats else [],
-        "pseudocount": pseudocount,
-        "rc": rc,
-        "shifts": list(shifts),
         "ref_mismatch": ref_mismatch,
         "short_contigs": short_contigs,
         "indel_alignment": INDEL_ALIGNMENT,
-        "tracks_selected": tracks or "all",
-        "track_indices": chosen,
-        "precision": precision,
-        "device": str(dev),
-        "torch_version": torch.__version__,
     }
     writers = []
     ahead = None
     summary = RunSummary()
     try:
-        if out is not None:
-            writers.append(H5Writer(out, track_ids, track_labels, track_stats, attrs, float32=float32,
-                                    profile_stats=prof_stats))
-        if tsv is not None:
-            writers.append(TSVWriter(tsv, track_ids, track_stats, profile_stats=prof_stats))
-        if tsv_long is not None:
-            writers.append(TSVWriter(tsv_long, track_ids, track_stats, long=True, profile_stats=prof_stats))
-        if skipped_tsv is not None:
-            writers.append(SkippedTSVWriter(skipped_tsv))
+        writers = mr.writers(out, tsv, tsv_long, skipped_tsv, attrs, float32)
         scored, skipped = RowBuffer(), RowBuffer()
         bar = tqdm(unit=" variants", disable=quiet, file=sys.stderr, dynamic_ncols=True, mininterval=0.5)
         batches = _prepare(reader, genome, geom, sel, predictor.margin, predictor.members_per_window,
@@ -332,17 +402,8 @@ def score_vcf(vcf, fasta, backend: str | Backend, weights=None, out=None, tsv=No
                 same = wb.delta == 0  # SNVs and MNVs: REF and ALT differ only in [c, c + len(REF))
                 lo = np.where(same, geom.center, -1)
                 ref_pred, alt_pred = predictor(wb.ref, wb.alt, wb.ref_row, (lo, np.where(same, lo + wb.ref_len, -1)))
-                ref_row = torch.as_tensor(wb.ref_row, device=dev)
-                res = {}
-                if track_stats:
-                    al = Aligned(ref_row, *(torch.as_tensor(a, device=dev) for a in batch.bins))
-                    res = variant_stats(ref_pred, alt_pred, al, track_stats, pseudocount)
-                    if slice_out:
-                        res = {s: v.index_select(1, out_cols) for s, v in res.items()}
-                if prof_stats:
-                    al = Aligned(ref_row, *(torch.as_tensor(a, device=dev) for a in batch.all_bins))
-                    res.update(profile_stats(ref_pred, alt_pred, al, prof_cols, prof_stats))
-                scored.scores.append({s: v.cpu().numpy() for s, v in res.items()})
+                res = mr.scores(ref_pred, alt_pred, wb.ref_row, batch.bins, batch.all_bins)
+                scored.scores.append(res)
                 for site in batch.sites:
                     for i, alt in site.alts:
                         scored.add(site, i, alt)
@@ -368,5 +429,5 @@ def score_vcf(vcf, fasta, backend: str | Backend, weights=None, out=None, tsv=No
             ahead.close()  # stops and joins the prefetch thread before the genome and reader close
         reader.close()
         genome.close()
-        model.compute_tracks(None)  # a Backend the caller handed in is left computing all its tracks
+        mr.close()
     return summary

@@ -66,7 +66,11 @@ class H5Writer:
 
     def __init__(self, path: str | os.PathLike, track_ids: list[str], track_labels: list[str],
                  stats: tuple[str, ...], attrs: dict, float32: bool = False, chunk_rows: int | None = None,
-                 profile_stats: tuple[str, ...] = ()):
+                 profile_stats: tuple[str, ...] = (), inner: tuple[int, ...] = (),
+                 extra: dict[str, tuple[tuple[int, ...], object]] | None = None):
+        """``inner``: dimensions between variants and tracks (personal genomes: samples[, haplotypes]);
+        ``extra``: more per-variant datasets, name -> (trailing shape, dtype or 'score'), filled from
+        the same-named entries of each :meth:`write`'s scores."""
         self.path = Path(path)
         self.tmp = partial_path(self.path)
         self.stats = stats
@@ -75,7 +79,10 @@ class H5Writer:
         self.dtype = np.float32 if float32 else np.float16
         self.overflow = {s: 0 for s in stats}
         self.rows = 0
-        rows = chunk_rows or max(1, min(1024, (4 << 20) // max(1, 2 * self.n_tracks)))
+        self.inner = tuple(inner)
+        per_row = int(np.prod(self.inner, dtype=np.int64)) * max(1, self.n_tracks)
+        rows = chunk_rows or max(1, min(1024, (4 << 20) // max(1, 2 * per_row)))
+        self.extra = dict(extra or {})
         self.f = h5py.File(self.tmp, "w")
         f = self.f
         f.attrs["complete"] = False
@@ -89,11 +96,19 @@ class H5Writer:
         f.create_dataset("alt_index", (0,), maxshape=(None,), dtype=np.int16, chunks=(4096,))
         f.create_dataset("target_ids", data=np.array(track_ids, dtype=object), dtype=STR)
         f.create_dataset("target_labels", data=np.array(track_labels, dtype=object), dtype=STR)
+        shape = (*self.inner, self.n_tracks)
         for s in stats:
-            f.create_dataset(s, (0, self.n_tracks), maxshape=(None, self.n_tracks), dtype=self.dtype,
-                             chunks=(rows, self.n_tracks))
-        for s in profile_stats:  # one value per variant, float32
-            f.create_dataset(s, (0,), maxshape=(None,), dtype=np.float32, chunks=(4096,))
+            f.create_dataset(s, (0, *shape), maxshape=(None, *shape), dtype=self.dtype, chunks=(rows, *shape))
+        for s in profile_stats:  # one value per variant (and sample), float32
+            f.create_dataset(s, (0, *self.inner), maxshape=(None, *self.inner), dtype=np.float32,
+                             chunks=(min(rows * max(1, self.n_tracks), 4096), *self.inner))
+        for name, (trail, dtype) in self.extra.items():
+            if dtype == "score":
+                self.overflow[name] = 0
+            dt = self.dtype if dtype == "score" else dtype
+            n = int(np.prod(trail, dtype=np.int64)) or 1
+            f.create_dataset(name, (0, *trail), maxshape=(None, *trail), dtype=dt,
+                             chunks=(max(1, min(4096, (4 << 20) // (4 * n))), *trail))
         g = f.create_group("skipped")
         for name in ("chr", "id", "ref_allele", "alt_allele", "reason"):
             g.create_dataset(name, (0,), maxshape=(None,), dtype=STR, chunks=(1024,))
@@ -112,14 +127,21 @@ class H5Writer:
         append_rows(f["record"], rows.record)
         append_rows(f["alt_index"], rows.alt_index.astype(np.int16))
         for s in self.stats:
-            vals = scores[s]
-            if self.dtype == np.float16:
-                self.overflow[s] += int((np.abs(vals[np.isfinite(vals)]) > FLOAT16_MAX).sum())
-            with np.errstate(over="ignore"):  # counted above, reported at the end
-                append_rows(f[s], vals.astype(self.dtype))
+            self._append_score(s, scores[s])
         for s in self.profile_stats:
             append_rows(f[s], scores[s].astype(np.float32))
+        for name, (_, dtype) in self.extra.items():
+            if dtype == "score":
+                self._append_score(name, scores[name])
+            else:
+                append_rows(f[name], scores[name].astype(dtype))
         self.rows += len(rows)
+
+    def _append_score(self, name: str, vals: np.ndarray) -> None:
+        if self.dtype == np.float16:
+            self.overflow[name] += int((np.abs(vals[np.isfinite(vals)]) > FLOAT16_MAX).sum())
+        with np.errstate(over="ignore"):  # counted above, reported at the end
+            append_rows(self.f[name], vals.astype(self.dtype))
 
     def write_skipped(self, rows: VariantRows, reasons: list[str]) -> None:
         g = self.f["skipped"]

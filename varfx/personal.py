@@ -1,0 +1,560 @@
+"""Personal genomes: a cohort's genotypes -> each sample's haplotypes, or its two-hot diploid windows.
+
+Three steps (docs/personal.md has the rules and the pictures):
+
+1. :class:`Cohort` reads genotype records (cyvcf2) for the chosen samples, a stretch of a contig
+   at a time, and turns each call into two *haplotype allele indices* (rules for missing, haploid,
+   unphased, symbolic and overlapping calls in :func:`_normalise` and :func:`_leave_out_overlaps`).
+2. :class:`Haplotypes` applies every sample's alleles to the reference over a span once — one
+   base-code row per haplotype, SNVs written for all rows in one scatter, rows with indels spliced
+   in one concatenation each — and remembers where each haplotype's coordinates moved.
+3. :meth:`Haplotypes.windows` cuts the windows of many (focal variant, haplotype) pairs out of those
+   rows with one strided gather, with the focal site set to REF, to ALT, or to the sample's own
+   genotype.  Pairs where the haplotype carries an indel over the focal site are built piece by piece.
+
+Two-hot windows travel as *pair codes*, ``5·a + b`` for the two haplotypes' base codes a and b, one
+byte per position like base codes; :func:`varfx.encoding.two_hot_pairs` encodes them on the device.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .encoding import N_CODE, encode
+from .errors import InputError, OptionError
+from .variants import _has_index, open_vcf
+
+#: Per-sample counts kept for the run (HDF5 group ``sample_counts``; docs/personal.md).
+COUNTS = {
+    "missing": "calls with a missing allele (./., ., 0/.): the missing allele reads as REF",
+    "haploid": "haploid calls (e.g. chrX in males): the one allele is used on both copies",
+    "unphased_indel": "unphased heterozygous indels in two-hot mode: left out (phase decides where they go)",
+    "overlap": "alleles overlapping an earlier allele on the same haplotype: left out",
+    "symbolic": "symbolic, breakend or '*' alleles (and REF/ALT with non-ACGTN characters): left out",
+}
+PAIR_BASE = 5
+
+
+def pair_codes(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Two haplotypes' base codes -> pair codes ``5·a + b`` (uint8, 0..24)."""
+    return (a * PAIR_BASE + b).astype(np.uint8)
+
+
+def parse_samples(text: str | list[str] | None) -> list[str] | None:
+    """``--samples``: None (all), a comma list, or a file with one sample per line ('#' lines ignored)."""
+    if text is None:
+        return None
+    if isinstance(text, (list, tuple)):
+        names = [str(s).strip() for s in text]
+    elif os.path.isfile(text):
+        with open(text) as fh:
+            names = [ln.split()[0] for ln in fh if ln.strip() and not ln.startswith("#")]
+    else:
+        names = [s.strip() for s in str(text).split(",")]
+    names = [s for s in names if s]
+    if not names:
+        raise OptionError(f"--samples {text!r} names no samples: give a comma list or a file, one per line")
+    seen = set()
+    dup = [s for s in names if s in seen or seen.add(s)]
+    if dup:
+        raise OptionError(f"--samples names {dup[0]} twice")
+    return names
+
+
+@dataclass
+class Block:
+    """Genotype records of one contig stretch, sorted by position, ready to apply.
+
+    ``hap[r, h]`` is the allele index of record r on haplotype h (h = 2·sample + copy) after every
+    rule of docs/personal.md; 0 means the reference.  ``raw`` keeps the calls as read (missing → 0,
+    haploid doubled) for the focal genotype.  ``flags`` holds, per counted reason, (R, S) booleans.
+    """
+
+    pos0: np.ndarray  # (R,) int64, 0-based start of REF
+    ref_len: np.ndarray  # (R,) int64
+    alleles: list[list[np.ndarray | None]]  # per record, per allele index: base codes (None: unusable)
+    keys: list[tuple[str, tuple[str, ...]]]  # per record: (REF, ALTs) as written
+    hap: np.ndarray  # (R, H) int16
+    raw: np.ndarray  # (R, H) int16
+    phased: np.ndarray  # (R, S) bool
+    flags: dict[str, np.ndarray]
+
+    def __len__(self):
+        return self.pos0.shape[0]
+
+    @property
+    def end(self) -> np.ndarray:
+        return self.pos0 + self.ref_len
+
+    def take(self, rows: np.ndarray) -> "Block":
+        rows = np.asarray(rows, dtype=np.int64)
+        return Block(self.pos0[rows], self.ref_len[rows], [self.alleles[i] for i in rows.tolist()],
+                     [self.keys[i] for i in rows.tolist()], self.hap[rows], self.raw[rows], self.phased[rows],
+                     {k: v[rows] for k, v in self.flags.items()})
+
+    @staticmethod
+    def concat(blocks: list["Block"], n_samples: int) -> "Block":
+        blocks = [b for b in blocks if b is not None]
+        if not blocks:
+            return Block.empty(n_samples)
+        if len(blocks) == 1:
+            return blocks[0]
+        return Block(np.concatenate([b.pos0 for b in blocks]), np.concatenate([b.ref_len for b in blocks]),
+                     [a for b in blocks for a in b.alleles], [k for b in blocks for k in b.keys],
+                     np.concatenate([b.hap for b in blocks]), np.concatenate([b.raw for b in blocks]),
+                     np.concatenate([b.phased for b in blocks]),
+                     {k: np.concatenate([b.flags[k] for b in blocks]) for k in blocks[0].flags})
+
+    @staticmethod
+    def empty(n_samples: int) -> "Block":
+        h = 2 * n_samples
+        return Block(np.zeros(0, np.int64), np.zeros(0, np.int64), [], [], np.zeros((0, h), np.int16),
+                     np.zeros((0, h), np.int16), np.zeros((0, n_samples), bool),
+                     {k: np.zeros((0, n_samples), bool) for k in (*COUNTS, "unphased_het")})
+
+    def find(self, pos0: int, ref: str, alt: str) -> tuple[int, int] | None:
+        """(row, allele index) of the record at ``pos0`` with this REF carrying ``alt``, if any."""
+        lo, hi = np.searchsorted(self.pos0, [pos0, pos0 + 1])
+        for r in range(int(lo), int(hi)):
+            rref, ralts = self.keys[r]
+            if rref == ref and alt in ralts:
+                return r, ralts.index(alt) + 1
+        return None
+
+
+def _normalise(gt: np.ndarray, ref_len: np.ndarray, alleles, two_hot: bool):
+    """cyvcf2 genotype arrays (R, S, 3) -> (hap, raw, phased, flags) as in :class:`Block`."""
+    g = gt[..., :2].astype(np.int16)
+    phased = gt[..., 2].astype(bool)
+    r_n, s_n = g.shape[:2]
+    haploid = g[..., 1] == -2
+    g[..., 1] = np.where(haploid, g[..., 0], g[..., 1])
+    missing = (g < 0).any(-1)
+    g[g < 0] = 0
+    raw = g.reshape(r_n, 2 * s_n).copy()
+    flags = {"missing": missing, "haploid": haploid & (g[..., 0] >= 0)}
+    # allele properties per record: usable, and length change
+    n_all = max((len(a) for a in alleles), default=1)
+    usable = np.zeros((r_n, n_all), dtype=bool)
+    changes_len = np.zeros((r_n, n_all), dtype=bool)
+    for r, alls in enumerate(alleles):
+        for i, codes in enumerate(alls):
+            usable[r, i] = codes is not None
+            changes_len[r, i] = codes is not None and codes.shape[0] != ref_len[r]
+    gi = np.clip(g, 0, n_all - 1).astype(np.int64)
+    rows = np.arange(r_n)[:, None, None]
+    bad = ~usable[rows, gi] & (g > 0)
+    flags["symbolic"] = bad.any(-1)
+    g[bad] = 0
+    het = g[..., 0] != g[..., 1]
+    indel = (changes_len[rows, gi] & (g > 0)).any(-1)
+    drop = het & indel & ~phased if two_hot else np.zeros_like(het)
+    flags["unphased_indel"] = drop
+    g[drop] = 0
+    flags["unphased_het"] = het & ~phased  # an error in haplotype mode, where it is used
+    return g.reshape(r_n, 2 * s_n), raw, phased, flags
+
+
+def _leave_out_overlaps(hap: np.ndarray, pos0: np.ndarray, end: np.ndarray, last_end: np.ndarray) -> np.ndarray:
+    """Leave out (set to REF) alleles that start before an earlier allele ends on the same haplotype.
+
+    One pass over the records in position order, vectorised over haplotypes; ``last_end`` (H,) carries
+    the state between stretches.  Returns the (R, H) mask of alleles left out.
+    """
+    out = np.zeros(hap.shape, dtype=bool)
+    for r in range(hap.shape[0]):
+        carried = hap[r] > 0
+        if not carried.any():
+            continue
+        clash = carried & (pos0[r] < last_end)
+        if clash.any():
+            hap[r, clash] = 0
+            out[r] = clash
+            carried &= ~clash
+        last_end[carried] = np.maximum(last_end[carried], end[r])
+    return out
+
+
+class Cohort:
+    """The genotypes of chosen samples in a VCF/BCF, read a contig stretch at a time.
+
+    With an index (.tbi/.csi) stretches are read by region queries as the variants reach them;
+    without one the whole file is read once (fine for small cohorts; docs/personal.md).
+    """
+
+    def __init__(self, path, genome, samples: list[str] | None = None, two_hot: bool = True,
+                 chunk: int = 1 << 20):
+        self.path = Path(path)
+        self.genome = genome
+        self.two_hot = two_hot
+        self.chunk = chunk
+        vcf = open_vcf(self.path, samples=True)
+        available = list(vcf.samples)
+        if not available:
+            raise InputError(f"--genotypes {self.path} has no sample columns: give a VCF/BCF with GT for each sample")
+        wanted = available if samples is None else samples
+        missing = [s for s in wanted if s not in set(available)]
+        if missing:
+            raise OptionError(f"--samples: {missing[0]} is not in {self.path.name}"
+                              f"{f' (and {len(missing) - 1} more)' if len(missing) > 1 else ''}; "
+                              f"its samples begin {', '.join(available[:5])}")
+        if samples is not None:
+            vcf.close()
+            vcf = open_vcf(self.path, samples=list(wanted))
+        self.vcf = vcf
+        file_order = list(vcf.samples)  # cyvcf2 keeps the file's order
+        self.samples = list(wanted)
+        where = {s: i for i, s in enumerate(file_order)}
+        self._order = np.array([where[s] for s in self.samples], dtype=np.int64)
+        self.indexed = _has_index(self.path)
+        self._names: dict[str, str] = {}  # FASTA contig -> VCF contig
+        for name in vcf.seqnames:
+            fasta = genome.resolve(name)
+            if fasta is not None:
+                self._names.setdefault(fasta, name)
+        self._loaded: dict[str, tuple[int, int, Block, np.ndarray]] = {}  # contig -> (lo, hi, block, last_end)
+        self._all: dict[str, Block] | None = None
+        self.counts = {k: np.zeros(len(self.samples), dtype=np.int64) for k in COUNTS}
+        self.ref_mismatch = 0  # records whose REF disagrees with the FASTA: left out
+        self._counted: dict[str, list[tuple[int, int]]] = {}
+
+    @property
+    def n_samples(self) -> int:
+        return len(self.samples)
+
+    def close(self):
+        self.vcf.close()
+
+    # -- reading -------------------------------------------------------------------------------
+    def _read(self, records, contig: str, last_end: np.ndarray, start: int | None = None) -> Block:
+        seq = self.genome.codes(contig)
+        pos0, ref_len, alleles, keys, gts = [], [], [], [], []
+        s_n = len(self.samples)
+        for rec in records:
+            p = rec.POS - 1
+            if start is not None and p < start:
+                continue  # read with the previous stretch
+            ref = rec.REF.upper()
+            alts = tuple(rec.ALT or ())
+            ref_codes = encode(ref)
+            if p + len(ref) > seq.size or not np.all((seq[p:p + len(ref)] == ref_codes) | (ref_codes == N_CODE)):
+                self.ref_mismatch += 1
+                continue
+            alls: list[np.ndarray | None] = [ref_codes]
+            for a in alts:
+                au = a.upper()
+                ok = bool(au) and not au.startswith("<") and all(ch in "ACGTN" for ch in au)
+                alls.append(encode(au) if ok else None)
+            g = rec.genotype
+            if g is None:
+                arr = np.full((s_n, 3), -1, dtype=np.int16)
+                arr[:, 2] = 0
+            else:
+                arr = g.array()
+                if arr.shape[1] < 3:  # every call haploid: cyvcf2 gives (S, 2)
+                    arr = np.stack([arr[:, 0], np.full(s_n, -2, np.int16), arr[:, 1]], 1)
+            pos0.append(p)
+            ref_len.append(len(ref))
+            alleles.append(alls)
+            keys.append((ref, tuple(a.upper() for a in alts)))
+            gts.append(arr[self._order][:, :3])
+        if not pos0:
+            return Block.empty(s_n)
+        pos0_a = np.asarray(pos0, dtype=np.int64)
+        order = np.argsort(pos0_a, kind="stable")
+        if (order != np.arange(order.size)).any():
+            raise InputError(f"--genotypes {self.path}: records of {contig} are not sorted by position; "
+                             f"sort it with `bcftools sort`")
+        ref_len_a = np.asarray(ref_len, dtype=np.int64)
+        hap, raw, phased, flags = _normalise(np.stack(gts), ref_len_a, alleles, self.two_hot)
+        over = _leave_out_overlaps(hap, pos0_a, pos0_a + ref_len_a, last_end)
+        flags["overlap"] = over.reshape(over.shape[0], s_n, 2).any(-1)
+        return Block(pos0_a, ref_len_a, alleles, keys, hap, raw, phased, flags)
+
+    def _records(self, contig: str, start: int, end: int):
+        name = self._names.get(contig)
+        if name is None:
+            return iter(())
+        return self.vcf(f"{name}:{start + 1}-{end}")
+
+    def _read_all(self):
+        self._all = {}
+        by_contig: dict[str, list] = {}
+        fasta_of: dict[str, str | None] = {}
+        try:
+            for rec in self.vcf:
+                chrom = rec.CHROM
+                if chrom not in fasta_of:
+                    fasta_of[chrom] = self.genome.resolve(chrom)
+                contig = fasta_of[chrom]
+                if contig is not None:
+                    by_contig.setdefault(contig, []).append(rec)
+        except Exception as exc:
+            raise InputError(f"--genotypes {self.path}: a record could not be parsed ({str(exc).splitlines()[0]})")
+        for contig, recs in by_contig.items():
+            self._all[contig] = self._read(recs, contig, np.zeros(2 * self.n_samples, dtype=np.int64))
+
+    def block(self, contig: str, start: int, end: int) -> Block:
+        """Records whose REF lies inside [start, end) (0-based), in position order."""
+        if not self.indexed:
+            if self._all is None:
+                self._read_all()
+            blk = self._all.get(contig)
+        else:
+            lo, hi, blk, last_end = self._loaded.get(contig, (0, 0, None, None))
+            if blk is None or start < lo or start > hi:  # a new contig or a jump: read afresh
+                lo, hi = start, start
+                blk = Block.empty(self.n_samples)
+                last_end = np.zeros(2 * self.n_samples, dtype=np.int64)
+            if end > hi:
+                new_hi = max(end, hi + self.chunk)
+                more = self._read(self._records(contig, hi, new_hi), contig, last_end, start=hi if hi > lo else None)
+                keep = blk.take(np.flatnonzero(blk.end > start - self.chunk)) if len(blk) else blk
+                blk = Block.concat([keep, more], self.n_samples)
+                lo = max(lo, start - self.chunk) if len(keep) != len(blk) - len(more) else lo
+                hi = new_hi
+            self._loaded[contig] = (lo, hi, blk, last_end)
+        if blk is None or not len(blk):
+            return Block.empty(self.n_samples)
+        a, b = np.searchsorted(blk.pos0, [start, end])
+        rows = np.arange(int(a), int(b))
+        rows = rows[blk.end[rows] <= end]
+        return blk.take(rows)
+
+    def count(self, contig: str, start: int, end: int, blk: Block) -> None:
+        """Add the per-sample counts of the records in [start, end) not counted before."""
+        spans = self._counted.setdefault(contig, [])
+        fresh = np.ones(len(blk), dtype=bool)
+        for a, b in spans:
+            fresh &= ~((blk.pos0 >= a) & (blk.pos0 < b))
+        for k in COUNTS:
+            self.counts[k] += blk.flags[k][fresh].sum(0)
+        spans.append((start, end))
+        spans.sort()
+        merged = [spans[0]]
+        for a, b in spans[1:]:
+            if a <= merged[-1][1]:
+                merged[-1] = (merged[-1][0], max(merged[-1][1], b))
+            else:
+                merged.append((a, b))
+        self._counted[contig] = merged
+
+
+@dataclass
+class Focal:
+    """Variants whose windows are cut together: 0-based starts, REF/ALT codes, and per-haplotype
+    ALT carriage (for the genotype contrast)."""
+
+    pos0: np.ndarray  # (V,) int64
+    ref: list[np.ndarray]
+    alt: list[np.ndarray]
+    carries: np.ndarray | None = None  # (V, H) bool: haplotype carries this ALT in the cohort
+    in_cohort: np.ndarray | None = None  # (V,) bool
+
+
+@dataclass
+class Haplotypes:
+    """Every haplotype of a cohort over the reference span [start, end), one row each.
+
+    Row h holds haplotype h's sequence from reference position ``start`` on; rows are N-padded to
+    a common width.  ``shift_ends[h]``/``shift_cum[h]`` (only for rows with indels) give, for the
+    applied length-changing alleles in order, their REF ends and the running total of their length
+    changes: the row coordinate of a reference position x not inside an applied allele is
+    ``x − start + Σ changes of alleles ending at or before x``.
+    """
+
+    start: int
+    end: int
+    seq: np.ndarray  # (H, W) uint8
+    ref: np.ndarray  # (end − start,) uint8, the reference over the span
+    block: Block
+    shift_ends: dict[int, np.ndarray] = field(default_factory=dict)
+    shift_cum: dict[int, np.ndarray] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, genome, contig: str, start: int, end: int, blk: Block) -> "Haplotypes":
+        ref = genome.fetch(contig, start, end)
+        h_n = blk.hap.shape[1]
+        span = end - start
+        # length changes per applied allele, and the widest row
+        delta = np.zeros(blk.hap.shape, dtype=np.int64)
+        same_rows, same_cols, same_codes = [], [], []
+        indel_rows: dict[int, list[int]] = {}
+        for r in range(len(blk)):
+            row = blk.hap[r]
+            if not row.any():
+                continue
+            p = int(blk.pos0[r]) - start
+            rl = int(blk.ref_len[r])
+            for a in np.unique(row[row > 0]).tolist():
+                codes = blk.alleles[r][a]
+                carriers = np.flatnonzero(row == a)
+                if codes.shape[0] == rl:
+                    diff = np.flatnonzero(codes != ref[p:p + rl])
+                    if diff.size:
+                        same_rows.append(np.repeat(carriers, diff.size))
+                        same_cols.append(np.tile(p + diff, carriers.size))
+                        same_codes.append(np.tile(codes[diff], carriers.size))
+                else:
+                    delta[r, carriers] = codes.shape[0] - rl
+                    for h in carriers.tolist():
+                        indel_rows.setdefault(h, []).append(r)
+        grow = int(np.clip(delta, 0, None).sum(0).max(initial=0))
+        seq = np.empty((h_n, span + grow), dtype=np.uint8)
+        seq[:, :span] = ref
+        seq[:, span:] = N_CODE
+        if same_rows:
+            seq[np.concatenate(same_rows), np.concatenate(same_cols)] = np.concatenate(same_codes)
+        ends, cums = {}, {}
+        for h, recs in indel_rows.items():
+            row = seq[h, :span]
+            pieces, prev = [], 0
+            for r in recs:
+                p = int(blk.pos0[r]) - start
+                pieces.append(row[prev:p])
+                pieces.append(blk.alleles[r][int(blk.hap[r, h])])
+                prev = p + int(blk.ref_len[r])
+            pieces.append(row[prev:])
+            new = np.concatenate(pieces)
+            seq[h, :new.size] = new
+            seq[h, new.size:] = N_CODE
+            rr = np.asarray(recs)
+            ends[h] = blk.pos0[rr] + blk.ref_len[rr]
+            cums[h] = np.cumsum(delta[rr, h])
+        return cls(start, end, seq, ref, blk, ends, cums)
+
+    def coord(self, x: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """Row coordinates of reference positions ``x`` on haplotypes ``rows`` (equal-length arrays)."""
+        out = np.asarray(x, dtype=np.int64) - self.start
+        if self.shift_ends:
+            rows_l = rows.tolist()
+            for i, h in enumerate(rows_l):
+                e = self.shift_ends.get(h)
+                if e is not None:
+                    k = int(np.searchsorted(e, x[i], side="right"))
+                    if k:
+                        out[i] += int(self.shift_cum[h][k - 1])
+        return out
+
+    def cut(self, x: np.ndarray, rows: np.ndarray, length: int, center: int) -> np.ndarray:
+        """Windows of haplotypes ``rows`` with reference position ``x`` (per pair) at index ``center``:
+        the samples' own sequences, every allele applied (``varfx predict``)."""
+        starts = self.coord(x, rows) - center
+        if (starts < 0).any() or (starts + length > self.seq.shape[1]).any():
+            raise AssertionError("haplotype span too short for a window")
+        return np.lib.stride_tricks.sliding_window_view(self.seq, length, axis=1)[rows, starts]
+
+    def _over_focal(self, lo: int, hi: int, rows: np.ndarray):
+        """Applied alleles on ``rows`` overlapping [lo, hi): per row, the list of block rows."""
+        blk = self.block
+        cand = np.flatnonzero((blk.pos0 < hi) & (blk.end > lo))
+        if not cand.size:
+            return None
+        carried = blk.hap[cand][:, rows] > 0  # (C, N)
+        if not carried.any():
+            return None
+        return cand, carried
+
+    def windows(self, focal: Focal, v: np.ndarray, rows: np.ndarray, which: np.ndarray, length: int,
+                center: int) -> np.ndarray:
+        """Windows for pairs (focal variant ``v[i]``, haplotype ``rows[i]``), the focal site set to
+        REF (``which`` 0), ALT (1) or, with the genotype contrast, ALT where the haplotype carries it (2).
+
+        The window has ``length`` positions with the focal variant's first REF base at ``center``;
+        background alleles overlapping the focal REF are left out (that site is the focal one).
+        """
+        n = v.shape[0]
+        out = np.empty((n, length), dtype=np.uint8)
+        if n == 0:
+            return out
+        w = self.seq.shape[1]
+        p = focal.pos0[v]
+        anchor = self.coord(p, rows)
+        use_alt = (which == 1) | ((which == 2) & focal.carries[v, rows]) if focal.carries is not None else which == 1
+        ref_len = np.array([focal.ref[i].shape[0] for i in v.tolist()], dtype=np.int64)
+        alt_len = np.array([focal.alt[i].shape[0] for i in v.tolist()], dtype=np.int64)
+        allele_len = np.where(use_alt, alt_len, ref_len)
+        # pairs whose haplotype carries an applied allele over the focal REF that changes length or
+        # reaches outside it are built piece by piece; the rest are cut in bulk
+        slow = np.zeros(n, dtype=bool)
+        blk = self.block
+        for vi in np.unique(v).tolist():
+            pairs = np.flatnonzero(v == vi)
+            lo, hi = int(focal.pos0[vi]), int(focal.pos0[vi] + focal.ref[vi].shape[0])
+            found = self._over_focal(lo, hi, rows[pairs])
+            if found is None:
+                continue
+            cand, carried = found
+            for k, r in enumerate(cand.tolist()):
+                hit = pairs[carried[k]]
+                inside = blk.pos0[r] >= lo and blk.end[r] <= hi
+                if inside and all(blk.alleles[r][a].shape[0] == blk.ref_len[r]
+                                  for a in np.unique(blk.hap[r, rows[hit]]).tolist()):
+                    continue  # an SNV/MNV inside the focal REF: the focal allele overwrites it below
+                slow[hit] = True
+        fast = np.flatnonzero(~slow)
+        if fast.size:
+            starts = anchor[fast] - center
+            if (starts < 0).any() or (starts + length > w).any():
+                raise AssertionError("haplotype span too short for a window")  # spans carry margins
+            out[fast] = np.lib.stride_tricks.sliding_window_view(self.seq, length, axis=1)[rows[fast], starts]
+            # the focal allele: same-length alleles overwrite; others splice and refill from the row
+            for vi in np.unique(v[fast]).tolist():
+                sel = fast[v[fast] == vi]
+                rl = focal.ref[vi].shape[0]
+                for is_alt in (False, True):
+                    part = sel[use_alt[sel] == is_alt]
+                    if not part.size:
+                        continue
+                    codes = focal.alt[vi] if is_alt else focal.ref[vi]
+                    al = codes.shape[0]
+                    keep = min(center + al, length)
+                    out[part, center:keep] = codes[:keep - center]
+                    tail = length - keep
+                    if al != rl and tail:
+                        src = anchor[part] + rl
+                        if (src + tail > w).any():
+                            raise AssertionError("haplotype span too short for a window")
+                        out[part, keep:] = np.lib.stride_tricks.sliding_window_view(
+                            self.seq, tail, axis=1)[rows[part], src]
+        for i in np.flatnonzero(slow).tolist():
+            out[i] = self._piecewise(focal, int(v[i]), int(rows[i]), bool(use_alt[i]), length, center)
+        return out
+
+    def _piecewise(self, focal: Focal, vi: int, h: int, is_alt: bool, length: int, center: int) -> np.ndarray:
+        """One window built from pieces: row before the excluded alleles, reference up to the focal
+        site, the focal allele, reference to the end of the excluded alleles, row after."""
+        blk = self.block
+        p = int(focal.pos0[vi])
+        rl = focal.ref[vi].shape[0]
+        over = np.flatnonzero((blk.pos0 < p + rl) & (blk.end > p) & (blk.hap[:, h] > 0))
+        e0 = min([p] + blk.pos0[over].tolist())
+        e1 = max([p + rl] + blk.end[over].tolist())
+        s = self.start
+        row = self.seq[h]
+        a0, a1 = self.coord(np.array([e0, e1]), np.array([h, h])).tolist()
+        # coord(e1) counts the excluded alleles' length changes: row[a1:] is what follows them
+        allele = focal.alt[vi] if is_alt else focal.ref[vi]
+        if a0 < center:
+            raise AssertionError("haplotype span too short for a window")
+        left = np.concatenate([row[a0 - center:a0], self.ref[e0 - s:p - s]])[-center:] if center else row[:0]
+        right = np.concatenate([allele, self.ref[p + rl - s:e1 - s], row[a1:a1 + length]])[:length - center]
+        if right.shape[0] != length - center:
+            raise AssertionError("haplotype span too short for a window")
+        return np.concatenate([left, right])
+
+
+def span_margin(blk: Block) -> int:
+    """Reference bases that deletions in ``blk`` can pull into a window: their total length."""
+    if not len(blk):
+        return 0
+    shrink = 0
+    for r in range(len(blk)):
+        rl = int(blk.ref_len[r])
+        m = max((rl - a.shape[0] for a in blk.alleles[r][1:] if a is not None), default=0)
+        shrink += max(m, 0)
+    return shrink
