@@ -12,11 +12,21 @@ from .errors import VarfxError
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
+def _close_progress_bars() -> None:
+    try:
+        from tqdm import tqdm
+    except ImportError:  # pragma: no cover
+        return
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()
+
+
 class VarfxGroup(click.Group):
     """A click group that turns every user error into one line on stderr and an exit code."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         def fail(message: str, code: int):
+            _close_progress_bars()  # so that the error starts a line of its own
             click.echo(f"varfx: error: {message}", err=True)
             sys.exit(code)
 

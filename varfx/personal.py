@@ -18,6 +18,7 @@ byte per position like base codes; :func:`varfx.encoding.two_hot_pairs` encodes 
 
 from __future__ import annotations
 
+import bisect
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -129,14 +130,15 @@ class Block:
 def _normalise(gt: np.ndarray, ref_len: np.ndarray, alleles, two_hot: bool):
     """cyvcf2 genotype arrays (R, S, 3) -> (hap, raw, phased, flags) as in :class:`Block`."""
     g = gt[..., :2].astype(np.int16)
-    phased = gt[..., 2].astype(bool)
     r_n, s_n = g.shape[:2]
     haploid = g[..., 1] == -2
+    # a haploid call has no phase to lose (cyvcf2's phase bit is not reliable for them)
+    phased = gt[..., 2].astype(bool) | haploid
     g[..., 1] = np.where(haploid, g[..., 0], g[..., 1])
     missing = (g < 0).any(-1)
+    flags = {"missing": missing, "haploid": haploid & ~missing}  # '.' is a missing call, not a haploid one
     g[g < 0] = 0
     raw = g.reshape(r_n, 2 * s_n).copy()
-    flags = {"missing": missing, "haploid": haploid & (g[..., 0] >= 0)}
     # allele properties per record: usable, and length change
     n_all = max((len(a) for a in alleles), default=1)
     usable = np.zeros((r_n, n_all), dtype=bool)
@@ -220,7 +222,8 @@ class Cohort:
         self._all: dict[str, Block] | None = None
         self.counts = {k: np.zeros(len(self.samples), dtype=np.int64) for k in COUNTS}
         self.ref_mismatch = 0  # records whose REF disagrees with the FASTA: left out
-        self._counted: dict[str, list[tuple[int, int]]] = {}
+        self._mismatched: set[tuple[str, int, str, str]] = set()  # each counted once, however often read
+        self._counted: dict[str, tuple[list[int], list[int]]] = {}  # per contig: counted stretches
 
     @property
     def n_samples(self) -> int:
@@ -242,7 +245,10 @@ class Cohort:
             alts = tuple(rec.ALT or ())
             ref_codes = encode(ref)
             if p + len(ref) > seq.size or not np.all((seq[p:p + len(ref)] == ref_codes) | (ref_codes == N_CODE)):
-                self.ref_mismatch += 1
+                key = (contig, p, ref, ",".join(alts))
+                if key not in self._mismatched:
+                    self._mismatched.add(key)
+                    self.ref_mismatch += 1
                 continue
             alls: list[np.ndarray | None] = [ref_codes]
             for a in alts:
@@ -257,6 +263,11 @@ class Cohort:
                 arr = g.array()
                 if arr.shape[1] < 3:  # every call haploid: cyvcf2 gives (S, 2)
                     arr = np.stack([arr[:, 0], np.full(s_n, -2, np.int16), arr[:, 1]], 1)
+                top = int(arr[:, :2].max(initial=0))
+                if top > len(alts):
+                    s = self.vcf.samples[int(np.argwhere(arr[:, :2] == top)[0][0])]
+                    raise InputError(f"--genotypes {self.path}: sample {s} at {rec.CHROM}:{rec.POS} calls allele "
+                                     f"{top}, but the record has {len(alts)} ALT allele(s)")
             pos0.append(p)
             ref_len.append(len(ref))
             alleles.append(alls)
@@ -277,9 +288,21 @@ class Cohort:
 
     def _records(self, contig: str, start: int, end: int):
         name = self._names.get(contig)
-        if name is None:
+        if name is None or end <= 0:
             return iter(())
-        return self.vcf(f"{name}:{start + 1}-{end}")
+        return self.vcf(f"{name}:{max(start, 0) + 1}-{end}")  # spans may begin before the contig
+
+    def _settled_start(self, contig: str, start: int) -> int:
+        """Where to start reading afresh so that the records from ``start`` on are left out for overlaps
+        exactly as when the whole contig is read: back over records that reach across the start, and
+        over those that reach across theirs."""
+        q = start
+        while q > 0:
+            m = min((rec.POS - 1 for rec in self._records(contig, q, q + 1)), default=q)
+            if m >= q:
+                break
+            q = m
+        return q
 
     def _read_all(self):
         self._all = {}
@@ -298,8 +321,9 @@ class Cohort:
         for contig, recs in by_contig.items():
             self._all[contig] = self._read(recs, contig, np.zeros(2 * self.n_samples, dtype=np.int64))
 
-    def block(self, contig: str, start: int, end: int) -> Block:
-        """Records whose REF lies inside [start, end) (0-based), in position order."""
+    def block(self, contig: str, start: int, end: int, starting: bool = False) -> Block:
+        """Records whose REF lies inside [start, end) (0-based) — with ``starting``, records that start
+        there, wherever they end — in position order."""
         if not self.indexed:
             if self._all is None:
                 self._read_all()
@@ -307,41 +331,63 @@ class Cohort:
         else:
             lo, hi, blk, last_end = self._loaded.get(contig, (0, 0, None, None))
             if blk is None or start < lo or start > hi:  # a new contig or a jump: read afresh
-                lo, hi = start, start
+                lo = hi = self._settled_start(contig, start)
                 blk = Block.empty(self.n_samples)
                 last_end = np.zeros(2 * self.n_samples, dtype=np.int64)
             if end > hi:
                 new_hi = max(end, hi + self.chunk)
                 more = self._read(self._records(contig, hi, new_hi), contig, last_end, start=hi if hi > lo else None)
                 keep = blk.take(np.flatnonzero(blk.end > start - self.chunk)) if len(blk) else blk
+                if len(keep) != len(blk):  # records before start − chunk dropped: a block there reads afresh
+                    lo = max(lo, start - self.chunk)
                 blk = Block.concat([keep, more], self.n_samples)
-                lo = max(lo, start - self.chunk) if len(keep) != len(blk) - len(more) else lo
                 hi = new_hi
             self._loaded[contig] = (lo, hi, blk, last_end)
         if blk is None or not len(blk):
             return Block.empty(self.n_samples)
         a, b = np.searchsorted(blk.pos0, [start, end])
         rows = np.arange(int(a), int(b))
-        rows = rows[blk.end[rows] <= end]
+        if not starting:
+            rows = rows[blk.end[rows] <= end]
         return blk.take(rows)
 
-    def count(self, contig: str, start: int, end: int, blk: Block) -> None:
-        """Add the per-sample counts of the records in [start, end) not counted before."""
-        spans = self._counted.setdefault(contig, [])
-        fresh = np.ones(len(blk), dtype=bool)
-        for a, b in spans:
-            fresh &= ~((blk.pos0 >= a) & (blk.pos0 < b))
+    def reach_back(self, contig: str, start: int) -> int:
+        """The leftmost start of the records that cross ``start`` (begin before it, end after it); ``start``
+        if none.  A haplotype span must not begin inside a record, or that record would be left out."""
+        self.block(contig, start, start + 1)  # reads the stretch (and, indexed, the records crossing it)
+        blk = self._all.get(contig) if not self.indexed else self._loaded.get(contig, (0, 0, None, None))[2]
+        if blk is None or not len(blk):
+            return start
+        cross = (blk.pos0 < start) & (blk.end > start)
+        return int(blk.pos0[cross].min()) if cross.any() else start
+
+    def count(self, contig: str, starts: np.ndarray, ends: np.ndarray) -> Block:
+        """Count (per sample, :data:`COUNTS`) the records that start inside the stretches [starts, ends)
+        — disjoint and sorted, the stretches that windows read — and were not counted before; return
+        every record starting inside them.  Each record is counted once however sites fall into clusters."""
+        if not len(starts):
+            return Block.empty(self.n_samples)
+        blk = self.block(contig, int(starts[0]), int(ends[-1]), starting=True)
+        done_lo, done_hi = self._counted.setdefault(contig, ([], []))
+        near = np.zeros(len(blk), dtype=bool)
+        fresh = np.zeros(len(blk), dtype=bool)
+        for a, b in zip(np.asarray(starts).tolist(), np.asarray(ends).tolist()):
+            r0, r1 = (int(x) for x in np.searchsorted(blk.pos0, [a, b]))
+            near[r0:r1] = True
+            seg = np.ones(r1 - r0, dtype=bool)
+            i = j = bisect.bisect_right(done_hi, a)  # the first counted stretch ending after a
+            while j < len(done_lo) and done_lo[j] < b:
+                k0, k1 = np.searchsorted(blk.pos0[r0:r1], [done_lo[j], done_hi[j]])
+                seg[k0:k1] = False
+                j += 1
+            fresh[r0:r1] |= seg
+            if j > i:
+                a, b = min(a, done_lo[i]), max(b, done_hi[j - 1])
+            done_lo[i:j] = [a]
+            done_hi[i:j] = [b]
         for k in COUNTS:
             self.counts[k] += blk.flags[k][fresh].sum(0)
-        spans.append((start, end))
-        spans.sort()
-        merged = [spans[0]]
-        for a, b in spans[1:]:
-            if a <= merged[-1][1]:
-                merged[-1] = (merged[-1][0], max(merged[-1][1], b))
-            else:
-                merged.append((a, b))
-        self._counted[contig] = merged
+        return blk.take(np.flatnonzero(near))
 
 
 @dataclass

@@ -40,12 +40,19 @@ def unique_rows(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
     Rows are grouped by two random projections and every row is then compared with its group's
     representative, so a collision can only cost speed (it falls back to all rows), never a wrong row.
+    The projections use integer weights below 2**20 in float64: every partial sum is an integer
+    below 2**53 (for rows up to 2**25 wide), so equal rows project equally whatever order BLAS adds
+    in (float32 projections of equal rows can differ in the last bit, leaving duplicates).
     """
     n = codes.shape[0]
     if n < 2:
         return codes, np.arange(n)
     rng = np.random.default_rng(0x5EED)
-    proj = codes.astype(np.float32) @ rng.standard_normal((codes.shape[1], 2)).astype(np.float32)
+    weights = rng.integers(0, 1 << 20, size=(codes.shape[1], 2)).astype(np.float64)
+    proj = np.empty((n, 2), dtype=np.float64)
+    step = max(1, (32 << 20) // (8 * max(1, codes.shape[1])))  # rows per ~32 MB float64 block
+    for i in range(0, n, step):
+        proj[i:i + step] = codes[i:i + step].astype(np.float64) @ weights
     _, first, inverse = np.unique(proj, axis=0, return_index=True, return_inverse=True)
     inverse = inverse.reshape(-1)
     if not np.array_equal(codes, codes[first[inverse]]):
@@ -83,10 +90,13 @@ def _cluster_span(cohort: Cohort, contig: str, lo: int, hi: int, n_iter: int = 8
     contig (``lo`` < 0 near its start): the haplotypes are N there, as reference windows are."""
     extra = 0
     for _ in range(n_iter):
-        blk = cohort.block(contig, max(0, lo - extra), hi + extra)
+        start = lo - extra
+        if start > 0:  # never begin inside a record: a deletion crossing the start would be lost
+            start = cohort.reach_back(contig, start)
+        blk = cohort.block(contig, max(0, start), hi + extra)
         need = span_margin(blk)
         if need <= extra:
-            return lo - extra, hi + extra, blk
+            return start, hi + extra, blk
         extra = need + 64
     raise InputError(f"--genotypes: deletions near {contig}:{lo + 1}-{hi} are too long to build haplotypes")
 
@@ -101,6 +111,31 @@ def _check_phase(blk: Block, samples: list[str], contig: str):
             "SHAPEIT5, Eagle or Beagle), or use a two-hot backend such as clipnet")
 
 
+def _window_stretches(blk: Block, p: np.ndarray, ref_len: np.ndarray, cx: int, lx: int) -> tuple[np.ndarray, np.ndarray]:
+    """The stretches of reference that the sites' windows read, as disjoint sorted [start, end)
+    ranges of record starts: each site's reference window [pos − cx, pos − cx + lx) (and its REF),
+    widened on both sides by the deletions inside it (they pull further bases in), and on the left by
+    the longest REF in ``blk`` (a record starting there can reach into the window)."""
+    lo0 = p - cx
+    hi0 = np.maximum(p + ref_len, lo0 + lx)
+    reach = int(blk.ref_len.max()) - 1 if len(blk) else 0
+    lo, hi = lo0 - reach, hi0
+    if len(blk):
+        shrink = np.array([max([int(blk.ref_len[r]) - a.shape[0] for a in blk.alleles[r][1:] if a is not None] + [0])
+                           for r in range(len(blk))], dtype=np.int64)
+        cum = np.concatenate([[0], np.cumsum(shrink)])
+        for _ in range(16):
+            pull = cum[np.searchsorted(blk.pos0, hi)] - cum[np.searchsorted(blk.pos0, lo)]
+            new_lo, new_hi = lo0 - reach - pull, hi0 + pull
+            if np.array_equal(new_lo, lo) and np.array_equal(new_hi, hi):
+                break
+            lo, hi = new_lo, new_hi
+    order = np.argsort(lo, kind="stable")
+    lo, hi = lo[order], hi[order]
+    first = np.concatenate([[True], lo[1:] > np.maximum.accumulate(hi)[:-1]])
+    return lo[first], np.maximum.reduceat(hi, np.flatnonzero(first))
+
+
 @dataclass
 class _PBatch:
     sites: list[Site]
@@ -108,8 +143,12 @@ class _PBatch:
     alt: np.ndarray | None = None  # (ALTs × samples × copies [× 2 with the contrast], Lx)
     ref_row: np.ndarray | None = None
     change: tuple | None = None
-    bins: tuple | None = None
-    all_bins: tuple | None = None
+    ref_len: np.ndarray | None = None  # (ALTs,)
+    delta: np.ndarray | None = None  # (ALTs,) len(ALT) − len(REF)
+    carries: np.ndarray | None = None  # (ALTs, 2 × samples) bool
+    geom: object = None
+    sel: object = None
+    want_all_bins: bool = False
     dosage: np.ndarray | None = None  # (ALTs, samples) int8
     in_cohort: np.ndarray | None = None  # (ALTs,) bool
 
@@ -148,9 +187,13 @@ def _prepare_personal(reader, genome, cohort: Cohort, setup: PersonalSetup, geom
         lo = min(s.pos - 1 for s in scorable) - cx
         hi = max(s.pos - 1 + len(s.ref) for s in scorable) + (lx - cx)
         start, end, blk = _cluster_span(cohort, contig, lo, hi)
-        cohort.count(contig, start, end, blk)
+        # counts and the phase check cover the records the windows read, not the whole cluster span
+        # (which depends on how many samples share the memory budget)
+        near = cohort.count(contig, *_window_stretches(
+            blk, np.array([x.pos - 1 for x in scorable], dtype=np.int64),
+            np.array([len(x.ref) for x in scorable], dtype=np.int64), cx, lx))
         if setup.haplotypes is not None:
-            _check_phase(blk, setup.samples, contig)
+            _check_phase(near, setup.samples, contig)
         haps = Haplotypes.build(genome, contig, start, end, blk)
         part: list[Site] = []
         seqs = 0
@@ -209,9 +252,8 @@ def _cut(sites: list[Site], haps: Haplotypes, blk: Block, setup: PersonalSetup, 
     lo = np.where(same, c, -1)
     hi = np.where(same, c + ref_len, -1)
     batch.change = (np.tile(np.repeat(lo, per), len(parts)), np.tile(np.repeat(hi, per), len(parts)))
-    batch.bins = align_bins(geom, sel, ref_len, delta)
-    if all_bins:
-        batch.all_bins = align_bins(geom, BinSelection("all"), ref_len, delta)
+    batch.ref_len, batch.delta, batch.carries = ref_len, delta, focal.carries
+    batch.geom, batch.sel, batch.want_all_bins = geom, sel, all_bins
     batch.dosage = focal.carries.reshape(v_n, s_n, 2).sum(-1).astype(np.int8)
     batch.in_cohort = focal.in_cohort
     return batch
@@ -230,8 +272,18 @@ def _stat_blocks(mr: ModelRun, setup: PersonalSetup, ref_pred, alt_pred, batch: 
         k = 1
     per = s_n * k
     n_parts = alt_pred.shape[0] // (v_n * per)
-    rep = lambda bins: tuple(np.tile(np.repeat(a, per, axis=0), (n_parts, 1)) for a in bins) if bins else None
-    res = mr.scores(ref_pred, alt_pred, ref_row, rep(batch.bins), rep(batch.all_bins))
+    # bins: aligned as for the ALT allele, except genotype-contrast rows that do not carry it (their
+    # sequence is the REF one, so they are compared bin for bin and score exactly 0)
+    delta = np.repeat(batch.delta, per)
+    deltas = [delta]
+    if n_parts == 2:
+        carried = batch.carries if k == 2 else batch.carries.reshape(v_n, s_n, 2).any(-1)
+        deltas.append(np.where(carried.reshape(-1), delta, 0))
+    ref_len = np.tile(np.repeat(batch.ref_len, per), n_parts)
+    delta = np.concatenate(deltas)
+    bins = align_bins(batch.geom, batch.sel, ref_len, delta)
+    all_bins = align_bins(batch.geom, BinSelection("all"), ref_len, delta) if batch.want_all_bins else None
+    res = mr.scores(ref_pred, alt_pred, ref_row, bins, all_bins)
     out = {}
     shape = (v_n, *setup.inner)
     for p, prefix in enumerate(["", "genotype/"][:n_parts]):
@@ -240,8 +292,9 @@ def _stat_blocks(mr: ModelRun, setup: PersonalSetup, ref_pred, alt_pred, batch: 
             block = block.reshape(*shape, *block.shape[1:])
             out[prefix + name] = block
             flat = block.reshape(v_n, -1, *block.shape[len(shape):])  # samples (× haplotypes) pooled
-            out[f"{prefix}summary/{name}/mean"] = flat.mean(1)
-            out[f"{prefix}summary/{name}/sd"] = flat.std(1)
+            wide = flat.astype(np.float64)  # so that identical values have sd 0, not float32 rounding
+            out[f"{prefix}summary/{name}/mean"] = wide.mean(1).astype(np.float32)
+            out[f"{prefix}summary/{name}/sd"] = wide.std(1).astype(np.float32)
             out[f"{prefix}summary/{name}/min"] = flat.min(1)
             out[f"{prefix}summary/{name}/max"] = flat.max(1)
     out["dosage"] = batch.dosage

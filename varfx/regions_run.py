@@ -26,8 +26,8 @@ from . import __version__
 from .errors import InputError, OptionError
 from .genome import Genome
 from .personal import Cohort, Haplotypes, parse_samples
-from .personal_run import CLUSTER_BYTES, HAPLOTYPE_MODES, PersonalSetup, _check_phase, _cluster_span, \
-    _counts_report, unique_rows
+from .personal_run import (CLUSTER_BYTES, HAPLOTYPE_MODES, PersonalSetup, _check_phase, _cluster_span,
+                           _counts_report, _window_stretches, unique_rows)
 from .prefetch import prefetch
 from .run import ModelRun, check_out, sha256, work_unit
 from .writers import STR, TextTable, _attr_value, append_rows, format_values, partial_path
@@ -129,9 +129,9 @@ def _prepare_regions(regions, genome, cohort, setup, geom, margin, unit):
         contig = cluster[0].contig
         mids = np.array([(r.start + r.end) // 2 for r in cluster], dtype=np.int64)
         start, end, blk = _cluster_span(cohort, contig, int(mids.min()) - cx, int(mids.max()) + lx - cx)
-        cohort.count(contig, start, end, blk)
+        near = cohort.count(contig, *_window_stretches(blk, mids, np.ones_like(mids), cx, lx))
         if setup.haplotypes is not None:
-            _check_phase(blk, setup.samples, contig)
+            _check_phase(near, setup.samples, contig)
         haps = Haplotypes.build(genome, contig, start, end, blk)
         for k in range(0, len(cluster), per):
             part = cluster[k:k + per]
