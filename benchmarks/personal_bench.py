@@ -24,9 +24,14 @@ Time is split by timing the pieces in place (wrappers around the functions, varf
 ``Haplotypes.windows`` (cutting; of which ``coord`` for the bulk-cut pairs and ``_piecewise`` for the
 pairs built piece by piece, including their own ``coord`` calls),
 ``PersonalSetup.combine`` (pair codes), and the rest (reading focal sites, REF checks, ``_focal``,
-``align_bins``, ``span_margin``, counts).  Peak RSS is the child's ``ru_maxrss``; "base" is its
+``span_margin``, count bookkeeping; ``Cohort.block`` calls made by ``Cohort.count``/``reach_back``
+are in ``Cohort.block``).  Peak RSS is the child's ``ru_maxrss``; "base" is its
 RSS after the imports and opening the inputs, before the first window.  ``--profile`` adds a
 cProfile run per case (top functions by own time).  Prints Markdown tables.
+
+The full run takes about 9 minutes on a 2-core machine, most of it the 196-kb case with 10,000
+variants (4 million 196,608-bp windows); ``--cases "two-hot 1 kb"`` runs one case, ``--quick`` all
+of it in seconds.
 """
 
 from __future__ import annotations
@@ -145,6 +150,16 @@ def write_focal(path: Path, focal: list, length: int) -> Path:
     return path
 
 
+def code_hash() -> str:
+    """sha256 (12 hex digits) of varfx/personal.py + varfx/personal_run.py: which code was measured."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name in ("personal.py", "personal_run.py"):
+        h.update((ROOT / "varfx" / name).read_bytes())
+    return h.hexdigest()[:12]
+
+
 # -- one case in this process --------------------------------------------------------------------
 SPENT: dict[str, float] = {}
 CALLS: dict[str, int] = {}
@@ -181,25 +196,6 @@ def _instrument():
     personal_run.PersonalSetup.combine = _timed("PersonalSetup.combine", personal_run.PersonalSetup.combine)
 
 
-def _shim_empty_block_flags() -> bool:
-    """Work around a varfx bug if present: ``Block.empty`` has no ``unphased_het`` flag, and
-    ``Block.concat`` takes its keys from the first block, so with an indexed cohort every block lacks
-    it and ``_check_phase`` (one-hot runs) raises KeyError.  Adds the (all False) flag; True if needed."""
-    from varfx import personal
-
-    if "unphased_het" in personal.Block.empty(1).flags:
-        return False
-    empty = personal.Block.empty
-
-    def patched(n_samples):
-        blk = empty(n_samples)
-        blk.flags["unphased_het"] = np.zeros((0, n_samples), bool)
-        return blk
-
-    personal.Block.empty = staticmethod(patched)
-    return True
-
-
 def run_one(case: str, focal_vcf: Path, fasta: Path, cohort_vcf: Path, batch_size: int, contrast: bool,
             profile: bool, instrument: bool = True) -> dict:
     from varfx.genome import Genome
@@ -210,7 +206,6 @@ def run_one(case: str, focal_vcf: Path, fasta: Path, cohort_vcf: Path, batch_siz
     from varfx.windows import BinSelection, Geometry
 
     length, bins, bin_size, offset, two_hot, _, _ = CASES[case]
-    shimmed = _shim_empty_block_flags()
     if instrument and not profile:
         _instrument()
     geom = Geometry(length, bins, bin_size, offset)
@@ -262,7 +257,7 @@ def run_one(case: str, focal_vcf: Path, fasta: Path, cohort_vcf: Path, batch_siz
     return {"case": case, **counts, "samples": len(cohort.samples), "windows": windows, "wall_s": wall,
             "per_s": windows / wall, "base_rss_mib": base_rss, "peak_rss_mib": peak, "spent": dict(SPENT),
             "calls": dict(CALLS), "profile": prof_text,
-            "shimmed": shimmed}
+            "code": code_hash()}
 
 
 # -- driver --------------------------------------------------------------------------------------
@@ -330,6 +325,9 @@ def main():
                 profiles.append((case, pn, child(case, pn, profile=True)))
                 print(f"done cProfile {case}, {pn} variants", file=sys.stderr)
 
+    codes = sorted({r["code"] for r in rows + [p[2] for p in profiles]})
+    print(f"code: varfx/personal.py + personal_run.py sha256 {', '.join(codes)}"
+          + (" — CHANGED during the run: the rows measured different code" if len(codes) > 1 else ""))
     print(f"machine: {os.cpu_count()} CPU cores; {a.samples} samples; cohort: {data['records']:,} phased records "
           f"on {data['contig_length']:,} bp ({data['per_hap_per_kb']:.2f} ALT alleles per kb per haplotype, "
           f"{100 * data['indel_share']:.0f}% indels); focal variants ~{FOCAL_EVERY * sum(GAP) // 2} bp apart"
@@ -351,10 +349,12 @@ def main():
     for case in cases:
         rs = [r for r in rows if r["case"] == case]
         if len(rs) >= 2:
-            d = rs[-1]["peak_rss_mib"] - rs[0]["peak_rss_mib"]
-            print(f"\n{case}: peak RSS with {rs[-1]['alts']:,} variants vs {rs[0]['alts']:,}: {d:+.0f} MiB "
-                  f"({100 * d / rs[0]['peak_rss_mib']:+.1f}%); above base: {rs[0]['peak_rss_mib'] - rs[0]['base_rss_mib']:.0f}"
-                  f" -> {rs[-1]['peak_rss_mib'] - rs[-1]['base_rss_mib']:.0f} MiB")
+            small, large = rs[0], rs[-1]
+            d = large["peak_rss_mib"] - small["peak_rss_mib"]
+            print(f"\n{case}: peak RSS with {large['alts']:,} variants vs {small['alts']:,}: {d:+.0f} MiB "
+                  f"({100 * d / small['peak_rss_mib']:+.1f}%); above base: "
+                  f"{small['peak_rss_mib'] - small['base_rss_mib']:.0f} -> "
+                  f"{large['peak_rss_mib'] - large['base_rss_mib']:.0f} MiB")
     print()
     print("time by piece (largest run of each case; 'windows: coord' (bulk pairs) and 'windows: _piecewise' "
           "(pairs built piece by piece, with their own coord calls) are parts of Haplotypes.windows):")
@@ -369,11 +369,8 @@ def main():
             s = spent.get(k, 0.0)
             print(f"| {case} | {k} | {calls.get(k, 0):,} | {s:.2f} | {100 * s / r['wall_s']:.1f}% |")
         rest = r["wall_s"] - sum(spent.get(k, 0.0) for k in top)
-        print(f"| {case} | rest (focal VCF, REF checks, _focal, align_bins, span_margin, counts) | | {rest:.2f} | "
+        print(f"| {case} | rest (focal VCF, REF checks, _focal, span_margin, count bookkeeping) | | {rest:.2f} | "
               f"{100 * rest / r['wall_s']:.1f}% |")
-    if any(r["shimmed"] for r in rows):
-        print("\nnote: this varfx has Block.empty without the 'unphased_het' flag (KeyError in _check_phase for "
-              "one-hot runs on an indexed cohort); the benchmark added the flag to Block.empty to run.")
     for case, n, r in profiles:
         print(f"\ncProfile, {case}, {r['alts']:,} variants ({r['wall_s']:.1f} s under the profiler):\n")
         print(r["profile"])

@@ -361,6 +361,10 @@ class Cohort:
         cross = (blk.pos0 < start) & (blk.end > start)
         return int(blk.pos0[cross].min()) if cross.any() else start
 
+    def reset_counted(self) -> None:
+        """Forget which records were counted: what follows counts them again (counts are per block)."""
+        self._counted = {}
+
     def count(self, contig: str, starts: np.ndarray, ends: np.ndarray) -> Block:
         """Count (per sample, :data:`COUNTS`) the records that start inside the stretches [starts, ends)
         — disjoint and sorted, the stretches that windows read — and were not counted before; return

@@ -22,8 +22,9 @@ from .errors import InputError, OptionError
 from .genome import Genome
 from .personal import COUNTS, Block, Cohort, Focal, Haplotypes, pair_codes, parse_samples, span_margin
 from .prefetch import prefetch
-from .run import (INDEL_ALIGNMENT, REF_POLICIES, SHORT_CONTIG_POLICIES, ModelRun, RowBuffer, RunSummary,
-                  check_out, finish_run, sha256, work_unit, write_skipped)
+from .blocks import BLOCK_RECORDS, block_records, parse_shard
+from .run import (INDEL_ALIGNMENT, REF_POLICIES, SHORT_CONTIG_POLICIES, BlockOutputs, ModelRun, RunSummary,
+                  check_out, run_manifest, sha256, work_unit)
 from .encoding import encode
 from .variants import Site, VariantReader
 from .windows import BinSelection, align_bins, check_sites
@@ -139,6 +140,8 @@ def _window_stretches(blk: Block, p: np.ndarray, ref_len: np.ndarray, cx: int, l
 @dataclass
 class _PBatch:
     sites: list[Site]
+    block: int = 0
+    counts: dict | None = None  # per-sample genotype counts added while building this batch
     ref: np.ndarray | None = None  # (sites × samples × copies, Lx)
     alt: np.ndarray | None = None  # (ALTs × samples × copies [× 2 with the contrast], Lx)
     ref_row: np.ndarray | None = None
@@ -169,8 +172,12 @@ def _focal(sites: list[Site], blk: Block) -> tuple[Focal, list[int]]:
 
 
 def _prepare_personal(reader, genome, cohort: Cohort, setup: PersonalSetup, geom, sel, margin: int, members: int,
-                      unit: int, ref_policy: str, short_contigs: str, all_bins: bool):
-    """Sites -> batches of personal windows, haplotypes built once per cluster of nearby sites."""
+                      unit: int, ref_policy: str, short_contigs: str, all_bins: bool, block: int = BLOCK_RECORDS):
+    """Sites -> batches of personal windows, haplotypes built once per cluster of nearby sites.
+
+    Clusters never span two blocks of ``block`` records; genotype counts are kept per block (each
+    record counted once within a block) and travel with the batches, so that a block's counts are
+    the same in every run, shard or resume it belongs to."""
     L, c = geom.input_length, geom.center
     lx, cx = L + 2 * margin, c + margin
     h_n = 2 * len(setup.samples)
@@ -180,8 +187,9 @@ def _prepare_personal(reader, genome, cohort: Cohort, setup: PersonalSetup, geom
 
     def batches(sites: list[Site]):
         scorable = [s for s in sites if s.alts]
+        bid = sites[0].record // block
         if not scorable:
-            yield _PBatch(sites)
+            yield _PBatch(sites, bid)
             return
         contig = scorable[0].contig
         lo = min(s.pos - 1 for s in scorable) - cx
@@ -189,25 +197,42 @@ def _prepare_personal(reader, genome, cohort: Cohort, setup: PersonalSetup, geom
         start, end, blk = _cluster_span(cohort, contig, lo, hi)
         # counts and the phase check cover the records the windows read, not the whole cluster span
         # (which depends on how many samples share the memory budget)
+        before = {k: v.copy() for k, v in cohort.counts.items()}
         near = cohort.count(contig, *_window_stretches(
             blk, np.array([x.pos - 1 for x in scorable], dtype=np.int64),
             np.array([len(x.ref) for x in scorable], dtype=np.int64), cx, lx))
+        delta = {k: cohort.counts[k] - before[k] for k in before}
         if setup.haplotypes is not None:
             _check_phase(near, setup.samples, contig)
         haps = Haplotypes.build(genome, contig, start, end, blk)
         part: list[Site] = []
         seqs = 0
+
+        def cut():
+            nonlocal delta
+            b = _cut(part, haps, blk, setup, geom, sel, margin, all_bins)
+            b.block, b.counts, delta = bid, delta, None
+            return b
+
         for site in sites:
             need = per_seq * (1 + len(site.alts) * (2 if setup.contrast else 1)) if site.alts else 0
             if part and seqs + need > unit:
-                yield _cut(part, haps, blk, setup, geom, sel, margin, all_bins)
+                yield cut()
                 part, seqs = [], 0
             part.append(site)
             seqs += need
         if part:
-            yield _cut(part, haps, blk, setup, geom, sel, margin, all_bins)
+            yield cut()
 
+    current = None
     for site in reader:
+        bid = site.record // block
+        if bid != current:
+            if cluster:
+                yield from batches(cluster)
+                cluster = []
+            cohort.reset_counted()  # counts are per block
+            current = bid
         if site.alts:
             check_sites(genome, [site], geom, margin, ref_policy, short_contigs)
         if site.alts and cluster:
@@ -343,20 +368,6 @@ class PersonalTSVWriter(TextTable):
         self.fh.write("\n".join(lines) + "\n")
 
 
-class SampleCountsTSV(TextTable):
-    """Per-sample counts of the genotype rules (docs/personal.md), written at the end of a run."""
-
-    def __init__(self, path, cohort: Cohort):
-        self.cohort = cohort
-        super().__init__(path, ["sample", *COUNTS])
-
-    def finish(self, summary=None):
-        c = self.cohort.counts
-        self.fh.write("".join(f"{s}\t" + "\t".join(str(int(c[k][i])) for k in COUNTS) + "\n"
-                              for i, s in enumerate(self.cohort.samples)))
-        super().finish(summary)
-
-
 def _personal_attrs(cohort: Cohort, setup: PersonalSetup, genotypes: Path) -> dict:
     return {"genotypes": str(genotypes), "genotypes_sha256": sha256(genotypes), "samples": list(cohort.samples),
             "haplotypes": setup.haplotypes or "two-hot", "contrast": "hom-alt,genotype" if setup.contrast else "hom-alt"}
@@ -381,7 +392,7 @@ def score_personal(vcf, fasta, backend, weights=None, out=None, tsv=None, *, gen
                    pseudocount: float = 1.0, rc: bool = False, shifts=None, tracks: str | None = None,
                    batch_size: int = 64, device: str = "auto", precision: str = "fp32", float32: bool = False,
                    quiet: bool = True, write_chunk: int = 1024, prefetch_depth: int = 2, dedupe: bool = True,
-                   **backend_options) -> RunSummary:
+                   shard=None, resume: bool = False, **backend_options) -> RunSummary:
     """Score every ALT of ``vcf`` on each sample's own background (docs/personal.md)."""
     t0 = time.perf_counter()
     if ref_mismatch not in REF_POLICIES:
@@ -401,12 +412,13 @@ def score_personal(vcf, fasta, backend, weights=None, out=None, tsv=None, *, gen
     if len(set(named)) != len(named):
         raise OptionError("--out, --tsv and --skipped-tsv must be different files")
     sel = BinSelection.parse(bins)
+    shard = parse_shard(shard)
     vcf, genotypes = Path(vcf), Path(genotypes)
     sample_list = parse_samples(samples)
 
     genome = Genome(fasta)
-    mr = cohort = reader = None
-    writers, ahead = [], None
+    mr = cohort = reader = blocks = None
+    ahead = None
     summary = RunSummary()
     try:
         mr = ModelRun(backend, weights, backend_options, stats, tracks, rc, shifts, precision, batch_size, device,
@@ -439,35 +451,49 @@ def score_personal(vcf, fasta, backend, weights=None, out=None, tsv=None, *, gen
                 extra.update({f"{pre}summary/{s}/{m}": ((), np.float32) for m in SUMMARIES})
         extra["dosage"] = ((len(cohort.samples),), np.int8)
         extra["in_cohort"] = ((), np.uint8)
-        # rows held before writing: about 64 MB of float32 scores
+        # rows held before writing, and records per block: about 64 MB of float32 scores
         per_variant = int(np.prod(s_inner)) * max(1, t_n) * len(mr.stats) * len(prefixes) * 4
         write_chunk = max(1, min(write_chunk, (64 << 20) // per_variant))
-        if out is not None:
-            writers.append(PersonalH5Writer(out, mr.track_ids, mr.track_labels, mr.track_stats, attrs,
-                                            float32=float32, profile_stats=mr.prof_stats, inner=s_inner,
-                                            extra=extra, cohort=cohort))
-        if tsv is not None:
-            writers.append(PersonalTSVWriter(tsv, mr.track_ids, mr.track_stats, mr.prof_stats, setup))
-        if skipped_tsv is not None:
-            writers.append(SkippedTSVWriter(skipped_tsv))
-        if counts_tsv is not None:
-            writers.append(SampleCountsTSV(counts_tsv, cohort))
-        scored, skipped = RowBuffer(), RowBuffer()
-        bar = tqdm(unit=" variants", disable=quiet, file=sys.stderr, dynamic_ncols=True, mininterval=0.5)
+        bsize = block_records(per_variant)
+        attrs["block_records"] = bsize
+        finals = {"out": out, "tsv": tsv, "skipped_tsv": skipped_tsv}
+
+        def make(paths):
+            made = []
+            try:
+                if paths.get("out") is not None:
+                    made.append(PersonalH5Writer(paths["out"], mr.track_ids, mr.track_labels, mr.track_stats, attrs,
+                                                 float32=float32, profile_stats=mr.prof_stats, inner=s_inner,
+                                                 extra=extra, cohort=cohort))
+                if paths.get("tsv") is not None:
+                    made.append(PersonalTSVWriter(paths["tsv"], mr.track_ids, mr.track_stats, mr.prof_stats, setup))
+                if paths.get("skipped_tsv") is not None:
+                    made.append(SkippedTSVWriter(paths["skipped_tsv"]))
+            except BaseException:
+                for w in made:
+                    w.abort()
+                raise
+            return made
+
+        blocks = BlockOutputs(finals, make, run_manifest(attrs, finals, shard), resume, shard, write_chunk)
+        blocks.counts = {k: np.zeros(len(cohort.samples), dtype=np.int64) for k in COUNTS}
+        done = blocks.done
+        k_sh, n_sh = shard or (1, 1)
+        reader.keep = lambda rec: (rec // bsize) % n_sh == k_sh - 1 and (rec // bsize) not in done
+        bar = tqdm(unit=" variants", disable=quiet, file=sys.stderr, dynamic_ncols=True,
+                   mininterval=0.5)
         per_site = setup.copies * len(cohort.samples)
         batches = _prepare_personal(reader, genome, cohort, setup, geom, sel, predictor.margin,
                                     predictor.members_per_window, max(work_unit(batch_size, geom.input_length),
                                                                       per_site * 3),
-                                    ref_mismatch, short_contigs, all_bins=bool(mr.prof_stats))
+                                    ref_mismatch, short_contigs, all_bins=bool(mr.prof_stats), block=bsize)
         ahead = prefetch(batches, depth=prefetch_depth)
         incremental = getattr(mr.model, "incremental", False)
         for batch in ahead:
-            for site in batch.sites:
-                for i, alt, reason in site.skipped:
-                    skipped.add(site, i, alt, reason)
-                    summary.skipped[reason] += 1
-                summary.variants += len(site.alts) + len(site.skipped)
-            n = 0
+            blocks.begin(batch.block)
+            if batch.counts is not None:
+                blocks.add_counts(batch.counts)
+            n_done = sum(blocks.add_site(site) for site in batch.sites)
             if batch.ref is not None:
                 if incremental or not dedupe:
                     ref_pred, alt_pred = predictor(batch.ref, batch.alt, batch.ref_row, batch.change)
@@ -475,26 +501,26 @@ def score_personal(vcf, fasta, backend, weights=None, out=None, tsv=None, *, gen
                     uniq, inv = unique_rows(np.concatenate([batch.ref, batch.alt]))
                     y = predictor.predict_windows(uniq)[torch.as_tensor(inv, device=mr.device)]
                     ref_pred, alt_pred = y[:batch.ref.shape[0]], y[batch.ref.shape[0]:]
-                scored.scores.append(_stat_blocks(mr, setup, ref_pred, alt_pred, batch))
-                for site in batch.sites:
-                    for i, alt in site.alts:
-                        scored.add(site, i, alt)
-                        n += 1
-                summary.scored += n
-            bar.update(n + sum(len(site.skipped) for site in batch.sites))
-            if len(scored) >= write_chunk:
-                _write(writers, scored)
-            if len(skipped) >= write_chunk:
-                write_skipped(writers, skipped)
-        _write(writers, scored)
-        write_skipped(writers, skipped)
+                n_done += blocks.add_scored(batch.sites, _stat_blocks(mr, setup, ref_pred, alt_pred, batch))
+            bar.update(n_done)
         bar.close()
-        if out is not None:
-            summary.float16_overflow = dict(writers[0].overflow)
-        finish_run(writers, summary, reader, t0)
-    except BaseException:
-        for w in writers:
-            w.abort()
+        blocks.end()
+        counts = {k: np.zeros(len(cohort.samples), dtype=np.int64) for k in COUNTS}
+        for info in blocks.totals(summary):
+            for k, v in info.get("sample_counts", {}).items():
+                counts[k] += np.asarray(v, dtype=np.int64)
+        cohort.counts = counts  # the whole run's, resumed blocks included (for the report)
+        groups = {f"sample_counts/{k}": (v, {"description": COUNTS[k]}) for k, v in counts.items()}
+        texts = {}
+        if counts_tsv is not None:
+            texts[counts_tsv] = "sample\t" + "\t".join(COUNTS) + "\n" + "".join(
+                f"{name}\t" + "\t".join(str(int(counts[k][i])) for k in COUNTS) + "\n"
+                for i, name in enumerate(cohort.samples))
+        attrs["ref_mismatch_records"] = cohort.ref_mismatch
+        blocks.assemble(summary, reader, t0, attrs, groups=groups, texts=texts)
+    except BaseException as exc:
+        if blocks is not None:
+            blocks.abort(exc)
         raise
     finally:
         if ahead is not None:
@@ -506,15 +532,6 @@ def score_personal(vcf, fasta, backend, weights=None, out=None, tsv=None, *, gen
     return summary
 
 
-def _write(writers, rows: RowBuffer) -> None:
-    if rows.scores:
-        block = {s: np.concatenate([b[s] for b in rows.scores]) for s in rows.scores[0]}
-        chunk = rows.rows()
-        for w in writers:
-            w.write(chunk, block)
-    rows.clear()
-
-
 class PersonalH5Writer(H5Writer):
     """The HDF5 layout of docs/formats.md for personal genomes: (variants, samples[, 2], tracks) per
     statistic, ``samples``, ``summary/``, ``genotype/``, ``dosage``, ``in_cohort`` and ``sample_counts/``."""
@@ -524,11 +541,3 @@ class PersonalH5Writer(H5Writer):
         self.cohort = cohort
         from .writers import STR
         self.f.create_dataset("samples", data=np.array(cohort.samples, dtype=object), dtype=STR)
-
-    def finish(self, summary: dict) -> None:
-        g = self.f.create_group("sample_counts")
-        for k, what in COUNTS.items():
-            g.create_dataset(k, data=self.cohort.counts[k])
-            g[k].attrs["description"] = what
-        g.attrs["ref_mismatch_records"] = self.cohort.ref_mismatch
-        super().finish(summary)

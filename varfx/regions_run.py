@@ -206,7 +206,7 @@ class RegionH5Writer:
             for k, what in COUNTS.items():
                 g.create_dataset(k, data=cohort.counts[k])
                 g[k].attrs["description"] = what
-            g.attrs["ref_mismatch_records"] = cohort.ref_mismatch
+            self.f.attrs["ref_mismatch_records"] = cohort.ref_mismatch
         for k, v in summary.items():
             self.f.attrs[k] = _attr_value(v)
         self.f.attrs["complete"] = True

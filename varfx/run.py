@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import sys
 import time
@@ -16,7 +17,7 @@ from tqdm import tqdm
 
 from . import __version__
 from .backends import Backend, backend_class, load_backend
-from .errors import OptionError
+from .errors import OptionError, VarfxError
 from .genome import Genome
 from .predict import Predictor, parse_shifts, resolve_device
 from .scores import DEFAULT_STATS, PROFILE_STATS, Aligned, parse_stats, profile_stats, variant_stats
@@ -25,6 +26,8 @@ from .variants import Site, VariantReader
 from .prefetch import prefetch
 from .windows import (INDEL_ALIGNMENT, BinSelection, WindowBatch, align_bins, build_windows,
                       check_sites)
+from .blocks import (BLOCK_LINE, BLOCK_RECORDS, SHARD_LINE, VOLATILE, Staging, concat_h5, concat_text,
+                     parse_shard)
 from .writers import H5Writer, SkippedTSVWriter, TSVWriter, VariantRows
 
 REF_POLICIES = ("skip", "error")
@@ -120,6 +123,7 @@ class _Batch:
     """Sites in input order (some fully skipped) and, if any ALT is to be scored, their windows."""
 
     sites: list[Site]
+    block: int = 0  # the block of records the sites belong to (varfx.blocks)
     windows: WindowBatch | None = None
     bins: tuple | None = None  # (ref_bins, alt_bins, mask) from align_bins
     all_bins: tuple | None = None  # the same over every bin, for profile statistics
@@ -132,16 +136,17 @@ def work_unit(batch_size: int, input_length: int) -> int:
     return max(1, -(-per // batch_size)) * batch_size
 
 
-def _prepare(reader, genome, geom, sel, margin, per_window, unit, ref_policy, short_contigs, all_bins=False):
+def _prepare(reader, genome, geom, sel, margin, per_window, unit, ref_policy, short_contigs, all_bins=False,
+             block: int = BLOCK_RECORDS):
     """Read, check and cut windows: work units of whole sites holding at most ``unit``
-    sequences, counting ensemble members (a site alone may hold more).  Runs ahead of the
-    model in the prefetch thread."""
+    sequences, counting ensemble members (a site alone may hold more), never spanning two blocks
+    of ``block`` records.  Runs ahead of the model in the prefetch thread."""
     sites: list[Site] = []
     seqs = 0
 
     def emit():
         scorable = [s for s in sites if s.alts]
-        batch = _Batch(sites)
+        batch = _Batch(sites, sites[0].record // block)
         if scorable:
             wb = build_windows(genome, scorable, geom, margin)
             batch.windows = wb
@@ -151,6 +156,9 @@ def _prepare(reader, genome, geom, sel, margin, per_window, unit, ref_policy, sh
         return batch
 
     for site in reader:
+        if sites and site.record // block != sites[0].record // block:
+            yield emit()
+            sites, seqs = [], 0
         if site.alts:
             check_sites(genome, [site], geom, margin, ref_policy, short_contigs)
         need = (1 + len(site.alts)) * per_window if site.alts else 0
@@ -164,6 +172,13 @@ def _prepare(reader, genome, geom, sel, margin, per_window, unit, ref_policy, sh
             sites, seqs = [], 0
     if sites:
         yield emit()
+
+
+def run_manifest(attrs: dict, finals: dict, shard) -> dict:
+    """What a resumed run must share with the interrupted one: settings, inputs (hashes), outputs."""
+    return {"settings": json.loads(json.dumps(attrs, default=str)),
+            "outputs": {k: str(Path(p).resolve()) for k, p in finals.items() if p is not None},
+            "shard": f"{shard[0]}/{shard[1]}" if shard else ""}
 
 
 def finish_run(writers, summary: RunSummary, reader, t0: float) -> None:
@@ -196,6 +211,158 @@ def write_skipped(writers, rows: "RowBuffer") -> None:
         for w in writers:
             w.write_skipped(chunk, rows.reason)
     rows.clear()
+
+
+class BlockOutputs:
+    """A run's outputs written block by block (varfx.blocks): rows go to the current block's fragment
+    writers; a finished block is committed; at the end the fragments become the outputs.
+
+    ``finals`` maps output kinds ('out' is HDF5, the others text) to their final paths (or None);
+    ``make(paths)`` returns one writer per kind for the given paths, in the order of ``finals``.
+    """
+
+    def __init__(self, finals: dict, make, manifest: dict, resume: bool, shard, write_chunk: int):
+        self.finals = {k: p for k, p in finals.items() if p is not None}
+        self.make = make
+        self.shard = shard
+        self.write_chunk = write_chunk
+        self.staging = Staging(next(iter(self.finals.values())), manifest, resume)
+        self.block: int | None = None
+        self.writers: list = []
+        self.scored, self.skipped = RowBuffer(), RowBuffer()
+        self.info: dict = {}
+        self.counts: dict[str, np.ndarray] | None = None  # per-sample counts of the block (personal runs)
+
+    @property
+    def done(self) -> set[int]:
+        return set(self.staging.done)
+
+    def fragment(self, kind: str, block: int) -> Path:
+        return self.staging.path(block, ".h5" if kind == "out" else f".{kind}.tsv")
+
+    def begin(self, block: int) -> None:
+        """Route what follows to ``block`` (committing the block before it)."""
+        if block == self.block:
+            return
+        self.end()
+        self.block = block
+        self.writers = self.make({k: self.fragment(k, block) for k in self.finals})
+        self.info = {"variants": 0, "scored": 0, "skipped": {}, "float16_overflow": {}}
+
+    def add_counts(self, delta: dict[str, np.ndarray]) -> None:
+        for k, v in delta.items():
+            self.counts[k] += v
+
+    def add_site(self, site: Site) -> int:
+        """Count a site's ALTs and list its skipped ones; returns how many were skipped."""
+        for i, alt, reason in site.skipped:
+            self.skipped.add(site, i, alt, reason)
+            self.info["skipped"][reason] = self.info["skipped"].get(reason, 0) + 1
+        self.info["variants"] += len(site.alts) + len(site.skipped)
+        return len(site.skipped)
+
+    def add_scored(self, sites: list[Site], scores: dict) -> int:
+        n = 0
+        self.scored.scores.append(scores)
+        for site in sites:
+            for i, alt in site.alts:
+                self.scored.add(site, i, alt)
+                n += 1
+        self.info["scored"] += n
+        if len(self.scored) >= self.write_chunk:
+            write_scored(self.writers, self.scored)
+        if len(self.skipped) >= self.write_chunk:
+            write_skipped(self.writers, self.skipped)
+        return n
+
+    def end(self, **extra) -> None:
+        """Finish the current block's fragments and commit it."""
+        if self.block is None:
+            return
+        try:
+            write_scored(self.writers, self.scored)
+            write_skipped(self.writers, self.skipped)
+            if "out" in self.finals:
+                self.info["float16_overflow"] = {k: int(v) for k, v in self.writers[0].overflow.items()}
+            for w in self.writers:
+                w.finish({})
+        except BaseException:
+            self.abort()
+            raise
+        self.info.update(extra)
+        if self.counts is not None:
+            self.info["sample_counts"] = {k: v.tolist() for k, v in self.counts.items()}
+            self.counts = {k: np.zeros_like(v) for k, v in self.counts.items()}
+        self.staging.commit(self.block, self.info)
+        self.block, self.writers = None, []
+
+    def abort(self, exc: BaseException | None = None) -> None:
+        """Drop the current block's fragments.  Committed blocks stay for --resume after an interruption
+        or a crash; after an error in the input or options (which a resume would meet again) or when
+        nothing was committed, the whole folder goes."""
+        for w in self.writers:
+            w.abort()
+        self.writers = []
+        self.scored.clear()
+        self.skipped.clear()
+        if isinstance(exc, VarfxError) or not self.staging.done:
+            self.staging.remove()
+
+    def totals(self, summary: "RunSummary") -> list[dict]:
+        """Add up the committed blocks into ``summary``; return their infos in block order."""
+        infos = [self.staging.done[b] for b in self.staging.blocks()]
+        summary.variants = sum(i["variants"] for i in infos)
+        summary.scored = sum(i["scored"] for i in infos)
+        summary.skipped = Counter()
+        for i in infos:
+            summary.skipped.update(i["skipped"])
+        over: dict = {}
+        for i in infos:
+            for k, v in i.get("float16_overflow", {}).items():
+                over[k] = over.get(k, 0) + v
+        summary.float16_overflow = over
+        return infos
+
+    def assemble(self, summary: "RunSummary", reader, t0: float, attrs: dict, groups: dict | None = None,
+                 texts: dict | None = None) -> None:
+        """Concatenate every committed block into the final outputs; remove the fragments."""
+        self.end()
+        summary.records_read = reader.records_read
+        blocks = self.staging.blocks()
+        self.totals(summary)
+        if summary.scored + summary.skipped_total != summary.variants:  # an internal invariant
+            raise AssertionError("variant accounting does not add up")
+        summary.seconds = time.perf_counter() - t0
+        final = {**attrs, "records_read": summary.records_read, "variants": summary.variants,
+                 "variants_scored": summary.scored, "variants_skipped": summary.skipped_total,
+                 "skipped_by_reason": dict(summary.skipped), "float16_overflow": summary.float16_overflow,
+                 "seconds": round(summary.seconds, 3),
+                 "shard": f"{self.shard[0]}/{self.shard[1]}" if self.shard else ""}
+        n_blocks = -(-summary.records_read // attrs["block_records"])
+        preamble = markers = None
+        if self.shard:
+            info = {"shard": final["shard"], "n_blocks": n_blocks,
+                    "settings": {k: v for k, v in attrs.items() if k not in VOLATILE}}
+            preamble = [SHARD_LINE + "\t" + json.dumps(info, sort_keys=True, default=str)]
+            markers = [f"{BLOCK_LINE}\t{b}" for b in blocks]
+        empty = None
+        if not blocks:  # nothing scored here (an empty input, or a shard without records): empty outputs
+            empty = self.make({k: self.fragment(k, -1) for k in self.finals})
+            for w in empty:
+                w.finish({})
+        for kind, path in self.finals.items():
+            frags = [self.fragment(kind, b) for b in blocks] or [self.fragment(kind, -1)]
+            if kind == "out":
+                concat_h5(frags, path, final, groups=groups)
+            else:
+                concat_text(frags, path, preamble, markers if blocks else None)
+            summary.outputs.append(path)
+        for path, text in (texts or {}).items():
+            tmp = Path(str(path) + ".partial")
+            tmp.write_text(text)
+            os.replace(tmp, path)
+            summary.outputs.append(path)
+        self.staging.remove()
 
 
 class ModelRun:
@@ -303,13 +470,16 @@ def score_vcf(vcf, fasta, backend: str | Backend, weights=None, out=None, tsv=No
               batch_size: int = 64, device: str = "auto", precision: str = "fp32", float32: bool = False,
               quiet: bool = True, write_chunk: int = 4096, prefetch_depth: int = 2,
               genotypes=None, samples=None, haplotypes: str | None = None, contrast: bool = False,
-              **backend_options) -> RunSummary:
+              shard=None, resume: bool = False, **backend_options) -> RunSummary:
     """Score every ALT allele of a VCF with a model; write HDF5 (and TSV) outputs.
 
     With ``genotypes`` (a cohort VCF/BCF), score each variant on each sample's own background
     (:func:`varfx.personal_run.score_personal`).  Returns a :class:`RunSummary`.  See
     ``varfx score --help`` for the options.
     """
+    if (shard is not None or resume) and isinstance(backend, str) and backend_class(backend).score_vcf is not None:
+        raise OptionError(f"--shard and --resume are not available with --backend {backend} yet: "
+                          "split the VCF by region instead (--region)")
     if genotypes is None:
         for flag, value in (("--samples", samples), ("--haplotypes", haplotypes), ("--contrast", contrast or None)):
             if value is not None:
@@ -325,7 +495,7 @@ def score_vcf(vcf, fasta, backend: str | Backend, weights=None, out=None, tsv=No
                               ref_mismatch=ref_mismatch, short_contigs=short_contigs, bins=bins, stats=stats,
                               pseudocount=pseudocount, rc=rc, shifts=shifts, tracks=tracks, batch_size=batch_size,
                               device=device, precision=precision, float32=float32, quiet=quiet,
-                              prefetch_depth=prefetch_depth, **backend_options)
+                              prefetch_depth=prefetch_depth, shard=shard, resume=resume, **backend_options)
     if isinstance(backend, str):
         cls = backend_class(backend)
         if cls.score_vcf is not None:  # a backend with its own kind of run (e.g. spliceai)
@@ -358,6 +528,7 @@ def score_vcf(vcf, fasta, backend: str | Backend, weights=None, out=None, tsv=No
     if len(set(named)) != len(named):
         raise OptionError("--out, --tsv, --tsv-long and --skipped-tsv must be different files")
     sel = BinSelection.parse(bins)
+    shard = parse_shard(shard)
     vcf = Path(vcf)
 
     genome = Genome(fasta)
@@ -379,50 +550,40 @@ def score_vcf(vcf, fasta, backend: str | Backend, weights=None, out=None, tsv=No
         "short_contigs": short_contigs,
         "indel_alignment": INDEL_ALIGNMENT,
     }
-    writers = []
+    attrs["block_records"] = BLOCK_RECORDS
+    blocks = None
     ahead = None
     summary = RunSummary()
     try:
-        writers = mr.writers(out, tsv, tsv_long, skipped_tsv, attrs, float32)
-        scored, skipped = RowBuffer(), RowBuffer()
+        finals = {"out": out, "tsv": tsv, "tsv_long": tsv_long, "skipped_tsv": skipped_tsv}
+        blocks = BlockOutputs(finals, lambda paths: mr.writers(paths.get("out"), paths.get("tsv"),
+                                                               paths.get("tsv_long"), paths.get("skipped_tsv"),
+                                                               attrs, float32),
+                              run_manifest(attrs, finals, shard), resume, shard, write_chunk)
+        done = blocks.done
+        k, n = shard or (1, 1)
+        reader.keep = lambda rec: (rec // BLOCK_RECORDS) % n == k - 1 and (rec // BLOCK_RECORDS) not in done
         bar = tqdm(unit=" variants", disable=quiet, file=sys.stderr, dynamic_ncols=True, mininterval=0.5)
         batches = _prepare(reader, genome, geom, sel, predictor.margin, predictor.members_per_window,
                            work_unit(batch_size, geom.input_length), ref_mismatch, short_contigs,
                            all_bins=bool(prof_stats))
         ahead = prefetch(batches, depth=prefetch_depth)
         for batch in ahead:
-            for site in batch.sites:
-                for i, alt, reason in site.skipped:
-                    skipped.add(site, i, alt, reason)
-                    summary.skipped[reason] += 1
-                summary.variants += len(site.alts) + len(site.skipped)
-            n = 0
+            blocks.begin(batch.block)
+            n_done = sum(blocks.add_site(site) for site in batch.sites)
             if batch.windows is not None:
                 wb = batch.windows
                 same = wb.delta == 0  # SNVs and MNVs: REF and ALT differ only in [c, c + len(REF))
                 lo = np.where(same, geom.center, -1)
                 ref_pred, alt_pred = predictor(wb.ref, wb.alt, wb.ref_row, (lo, np.where(same, lo + wb.ref_len, -1)))
                 res = mr.scores(ref_pred, alt_pred, wb.ref_row, batch.bins, batch.all_bins)
-                scored.scores.append(res)
-                for site in batch.sites:
-                    for i, alt in site.alts:
-                        scored.add(site, i, alt)
-                        n += 1
-                summary.scored += n
-            bar.update(n + sum(len(site.skipped) for site in batch.sites))
-            if len(scored) >= write_chunk:
-                write_scored(writers, scored)
-            if len(skipped) >= write_chunk:
-                write_skipped(writers, skipped)
-        write_scored(writers, scored)
-        write_skipped(writers, skipped)
+                n_done += blocks.add_scored(batch.sites, res)
+            bar.update(n_done)
         bar.close()
-        if out is not None:
-            summary.float16_overflow = dict(writers[0].overflow)
-        finish_run(writers, summary, reader, t0)
-    except BaseException:
-        for w in writers:
-            w.abort()
+        blocks.assemble(summary, reader, t0, attrs)
+    except BaseException as exc:
+        if blocks is not None:
+            blocks.abort(exc)
         raise
     finally:
         if ahead is not None:

@@ -145,8 +145,11 @@ class VariantReader:
     """
 
     def __init__(self, path, resolve_contig: Callable[[str], str | None],
-                 regions: list[str] | None = None):
+                 regions: list[str] | None = None, keep: Callable[[int], bool] | None = None):
+        """``keep(record_index)``: yield only the records it accepts (the rest are counted, not parsed
+        further: shards and resumed runs)."""
         self.path = Path(path)
+        self.keep = keep
         self.resolve_contig = resolve_contig
         self.regions = list(regions or [])
         self.records_read = 0
@@ -197,6 +200,8 @@ class VariantReader:
                                  f"({str(exc).splitlines()[0]}); fix or remove it (bcftools view reports the line)")
             index = self.records_read
             self.records_read += 1
+            if self.keep is not None and not self.keep(index):
+                continue
             chrom = rec.CHROM
             if chrom not in cache:
                 cache[chrom] = resolve(chrom)

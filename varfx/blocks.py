@@ -1,0 +1,393 @@
+"""Blocks of records: the unit of sharding, resuming and merging (docs/hpc.md).
+
+A run cuts the VCF's records into blocks of ``block_records`` consecutive records (block ``b`` holds
+records ``b·B … b·B + B − 1``, counted after ``--region``).  Each block is scored on its own — its
+windows never share a forward batch with another block's — and written as a set of *fragments*
+(one per output: a small HDF5 file, TSV pieces) under ``NAME.parts/`` beside the first output.  A
+block is complete when its ``.ok`` file exists (written last, atomically).  When every block is
+done, the fragments are concatenated in block order into the outputs, each written under
+``NAME.partial`` and renamed; then ``NAME.parts/`` is removed.
+
+* ``--shard K/N`` scores the blocks ``b`` with ``b mod N = K − 1``: a job array of N tasks covers
+  the input exactly once, each task reading the whole VCF but building windows only for its blocks.
+* ``--resume`` keeps the complete blocks of an interrupted run (after checking that its settings and
+  inputs are the same) and scores the rest.
+* ``varfx merge`` interleaves shard outputs block by block.
+
+Because a block is scored the same way whichever run, shard or resume it belongs to, the merged or
+resumed datasets equal those of one uninterrupted, unsharded run bit for bit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from .errors import InputError, OptionError
+from .writers import append_rows, partial_path, _attr_value
+
+BLOCK_RECORDS = 1024
+PARTS = ".parts"
+#: settings that may differ between the shards of one run (and between a run and its resume)
+VOLATILE = ("seconds", "records_read", "variants", "variants_scored", "variants_skipped", "skipped_by_reason",
+            "float16_overflow", "complete", "shard", "settings")
+
+
+def block_records(bytes_per_variant: int, budget: int = 64 << 20) -> int:
+    """Records per block: 1,024, or fewer (a power of two) when a block's scores would pass ``budget``."""
+    b = BLOCK_RECORDS
+    while b > 1 and b * bytes_per_variant > budget:
+        b //= 2
+    return b
+
+
+def parse_shard(text) -> tuple[int, int] | None:
+    """``"K/N"`` (1 ≤ K ≤ N) -> (K, N); None stays None."""
+    if text is None or text == "":
+        return None
+    if isinstance(text, (tuple, list)):
+        k, n = (int(v) for v in text)
+    else:
+        m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", str(text))
+        if not m:
+            raise OptionError(f"--shard {text!r} must be K/N, e.g. 3/8 for the third of eight shards")
+        k, n = int(m.group(1)), int(m.group(2))
+    if not (1 <= k <= n):
+        raise OptionError(f"--shard {k}/{n}: K must be between 1 and N")
+    return k, n
+
+
+class Staging:
+    """The fragments of one run, under ``NAME.parts/`` beside the run's first output."""
+
+    def __init__(self, first_output: Path, manifest: dict, resume: bool):
+        self.dir = Path(first_output).with_name(Path(first_output).name + PARTS)
+        self.manifest = manifest
+        if self.dir.exists():
+            if not resume:
+                raise OptionError(f"{self.dir} holds an interrupted run: continue it with --resume (the same command "
+                                  f"and settings), or delete that folder to start again")
+            try:
+                old = json.loads((self.dir / "manifest.json").read_text())
+            except (OSError, ValueError):
+                raise OptionError(f"{self.dir} has no readable manifest.json: delete the folder to start again")
+            diff = [k for k in sorted(set(old) | set(manifest)) if old.get(k) != manifest.get(k)]
+            if diff:
+                raise OptionError(f"--resume: the interrupted run in {self.dir} used different settings or inputs "
+                                  f"({', '.join(diff[:6])}); rerun it with the same ones, or delete {self.dir} "
+                                  "to start again")
+            ok = {p.stem for p in self.dir.glob("b*.ok")}
+            for p in self.dir.iterdir():  # fragments of unfinished blocks are rewritten
+                if p.name != "manifest.json" and p.name.split(".")[0] not in ok:
+                    p.unlink()
+        else:
+            self.dir.mkdir()
+            _write_atomic(self.dir / "manifest.json", json.dumps(manifest, sort_keys=True, default=str))
+        self.done: dict[int, dict] = {}
+        for p in self.dir.glob("b*.ok"):
+            self.done[int(p.stem[1:])] = json.loads(p.read_text())
+
+    def path(self, block: int, suffix: str) -> Path:
+        return self.dir / f"b{block:09d}{suffix}"
+
+    def commit(self, block: int, info: dict) -> None:
+        """Mark a block complete (its fragments are all finished)."""
+        _write_atomic(self.path(block, ".ok"), json.dumps(info, sort_keys=True))
+        self.done[block] = info
+
+    def blocks(self) -> list[int]:
+        return sorted(self.done)
+
+    def remove(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _datasets(f: h5py.File):
+    out = []
+    f.visititems(lambda name, obj: out.append(name) if isinstance(obj, h5py.Dataset) else None)
+    return out
+
+
+def _appendable(ds) -> bool:
+    return ds.maxshape[0] is None
+
+
+def concat_h5(fragments: list[Path], out: Path, attrs: dict, groups: dict | None = None,
+              pieces=None) -> None:
+    """Concatenate HDF5 fragments (same layout) row-wise into ``out`` (written as ``out.partial``).
+
+    Datasets that grow by rows are appended fragment by fragment (or, with ``pieces``, an iterable of
+    (fragment index, {dataset: (start, stop)}) row ranges, in order); the others are copied from the
+    first fragment.  ``groups``: more datasets to write, name -> array; ``attrs`` are set last.
+    """
+    out = Path(out)
+    tmp = partial_path(out)
+    srcs = [h5py.File(p, "r") for p in fragments]
+    try:
+        with h5py.File(tmp, "w") as dst:
+            first = srcs[0]
+            names = _datasets(first)
+            grow = [n for n in names if _appendable(first[n])]
+            for n in names:
+                ds = first[n]
+                if _appendable(ds):
+                    dst.create_dataset(n, (0, *ds.shape[1:]), maxshape=ds.maxshape, dtype=ds.dtype, chunks=ds.chunks)
+                else:
+                    first.copy(ds, dst, name=n)
+            for k, v in first.attrs.items():
+                dst.attrs[k] = v
+            dst.attrs["complete"] = False
+            if pieces is None:
+                pieces = ((i, None) for i in range(len(srcs)))
+            for i, ranges in pieces:
+                src = srcs[i]
+                for n in grow:
+                    if ranges is None:
+                        vals = src[n][()]
+                    else:
+                        a, b = ranges[n.split("/")[0] if n.startswith("skipped/") else ""]
+                        vals = src[n][a:b]
+                    if len(vals):
+                        append_rows(dst[n], vals)
+            for n, v in (groups or {}).items():  # name -> array, or (array, attributes)
+                if n in dst:
+                    del dst[n]
+                data, extra = v if isinstance(v, tuple) else (v, {})
+                ds = dst.create_dataset(n, data=data)
+                for k, x in extra.items():
+                    ds.attrs[k] = x
+            for k, v in attrs.items():
+                dst.attrs[k] = _attr_value(v)
+            dst.attrs["complete"] = True
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    finally:
+        for s in srcs:
+            s.close()
+
+
+def concat_text(fragments: list[Path], out: Path, preamble: list[str] | None = None,
+                markers: list[str] | None = None, header: str | None = None) -> None:
+    """Concatenate text fragments (each starting with the same header line) into ``out``.
+
+    ``preamble``: lines written before the header; ``markers``: a line written before each
+    fragment's rows (shard outputs, so that ``varfx merge`` can interleave them); ``header``: used
+    when there are no fragments.
+    """
+    out = Path(out)
+    tmp = partial_path(out)
+    try:
+        with open(tmp, "w", newline="\n") as dst:
+            for line in preamble or ():
+                dst.write(line + "\n")
+            wrote_header = False
+            for i, frag in enumerate(fragments):
+                with open(frag) as src:
+                    head = src.readline()
+                    if not wrote_header:
+                        dst.write(head)
+                        wrote_header = True
+                    if markers is not None:
+                        dst.write(markers[i] + "\n")
+                    shutil.copyfileobj(src, dst, 1 << 20)
+            if not wrote_header and header is not None:
+                dst.write(header)
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# varfx merge
+
+def _settings(attrs) -> dict:
+    return {k: (v.decode() if isinstance(v, bytes) else v.tolist() if hasattr(v, "tolist") else v)
+            for k, v in attrs.items() if k not in VOLATILE}
+
+
+def _shard_of(attrs, path: Path) -> tuple[int, int, int]:
+    shard = attrs.get("shard", "")
+    shard = shard.decode() if isinstance(shard, bytes) else str(shard)
+    parsed = parse_shard(shard) if shard else None
+    if parsed is None:
+        raise InputError(f"{path} is not a shard output (no 'shard' attribute): merge the outputs of "
+                         "`varfx score --shard K/N`")
+    return parsed[0], parsed[1], int(attrs["block_records"])
+
+
+def _check_set(found: dict[int, list[Path]], n: int) -> None:
+    doubled = {k: v for k, v in found.items() if len(v) > 1}
+    if doubled:
+        k, paths = next(iter(sorted(doubled.items())))
+        raise InputError(f"shard {k}/{n} is given twice ({', '.join(str(p) for p in paths)}): give each shard once")
+    missing = [k for k in range(1, n + 1) if k not in found]
+    if missing:
+        raise InputError(f"shard{'s' if len(missing) > 1 else ''} {', '.join(f'{k}/{n}' for k in missing)} "
+                         f"{'are' if len(missing) > 1 else 'is'} missing: give all {n} shards")
+
+
+def merge_h5(inputs: list[Path], out: Path) -> dict:
+    """Merge the HDF5 outputs of ``--shard 1/N … N/N`` into one file equal to an unsharded run's."""
+    files = {}
+    meta = {}
+    for p in inputs:
+        p = Path(p)
+        if not p.is_file():
+            raise InputError(f"shard file not found: {p}")
+        try:
+            with h5py.File(p, "r") as f:
+                if not bool(f.attrs.get("complete", False)):
+                    raise InputError(f"{p} is not complete (its run was interrupted): finish it with --resume")
+                k, n, b = _shard_of(f.attrs, p)
+                meta[p] = (k, n, b, _settings(f.attrs), int(f.attrs["records_read"]))
+        except OSError as exc:
+            raise InputError(f"cannot read {p} as HDF5 ({exc})")
+    ref_p = inputs[0]
+    k0, n0, b0, s0, r0 = meta[Path(ref_p)]
+    found: dict[int, list[Path]] = {}
+    for p, (k, n, b, s, r) in meta.items():
+        if n != n0:
+            raise InputError(f"{p} is shard {k}/{n} but {ref_p} is {k0}/{n0}: give shards of one run")
+        diff = [x for x in sorted(set(s) | set(s0)) if s.get(x) != s0.get(x)]
+        if diff or b != b0 or r != r0:
+            raise InputError(f"{p} and {ref_p} come from different settings or inputs "
+                             f"({', '.join(diff[:5]) or 'records read'}): merge shards of one run")
+        found.setdefault(k, []).append(p)
+    _check_set(found, n0)
+    order = [found[k][0] for k in range(1, n0 + 1)]
+    # rows of each block, per shard: records must be exactly the shard's blocks' records
+    ranges = []
+    for i, p in enumerate(order):
+        with h5py.File(p, "r") as f:
+            recs = {"": f["record"][()], "skipped": f["skipped/record"][()]}
+        present = np.union1d(recs[""], recs["skipped"])
+        want = np.arange(r0)
+        want = want[(want // b0) % n0 == i]
+        if present.size != want.size or not np.array_equal(present, want):
+            extra = np.setdiff1d(present, want)
+            what = (f"holds records of other shards (e.g. record {int(extra[0])})" if extra.size else
+                    f"lacks records of its blocks (e.g. record {int(np.setdiff1d(want, present)[0])})")
+            raise InputError(f"{p} {what}: it does not come from the same input, or was changed")
+        ranges.append({key: _block_ranges(r // b0) for key, r in recs.items()})
+    n_blocks = -(-r0 // b0)
+    pieces = []
+    for blk in range(n_blocks):
+        i = blk % n0
+        pieces.append((i, {key: ranges[i][key].get(blk, (0, 0)) for key in ("", "skipped")}))
+    attrs, counts = {}, {}
+    for p in order:
+        with h5py.File(p, "r") as f:
+            for key in ("variants", "variants_scored", "variants_skipped"):
+                attrs[key] = attrs.get(key, 0) + int(f.attrs.get(key, 0))
+            for key in ("skipped_by_reason", "float16_overflow"):
+                d = json.loads(f.attrs.get(key, "{}") or "{}")
+                acc = attrs.setdefault(key, {})
+                for x, v in d.items():
+                    acc[x] = acc.get(x, 0) + v
+            attrs["seconds"] = attrs.get("seconds", 0.0) + float(f.attrs.get("seconds", 0.0))
+            if "sample_counts" in f:
+                for name, ds in f["sample_counts"].items():
+                    counts[f"sample_counts/{name}"] = counts.get(f"sample_counts/{name}", 0) + ds[()]
+    attrs["records_read"] = r0
+    attrs["shard"] = ""
+    attrs["merged_from"] = [str(p) for p in order]
+    concat_h5(order, out, attrs, groups=counts, pieces=pieces)
+    return attrs
+
+
+def _block_ranges(blocks: np.ndarray) -> dict[int, tuple[int, int]]:
+    """Sorted block ids per row -> {block: (first row, last row + 1)}."""
+    if not blocks.size:
+        return {}
+    if np.any(np.diff(blocks) < 0):
+        raise InputError("a shard's rows are not in input order: it was not written by varfx")
+    ids, first = np.unique(blocks, return_index=True)
+    last = np.append(first[1:], blocks.size)
+    return {int(i): (int(a), int(b)) for i, a, b in zip(ids, first, last)}
+
+
+SHARD_LINE = "#varfx-shard"
+BLOCK_LINE = "#varfx-block"
+
+
+def merge_text(inputs: list[Path], out: Path) -> None:
+    """Merge the TSV outputs of ``--shard 1/N … N/N`` (their ``#varfx-…`` lines) into one table."""
+    heads, found, n0, ref = {}, {}, None, None
+    for p in inputs:
+        p = Path(p)
+        if not p.is_file():
+            raise InputError(f"shard file not found: {p}")
+        with open(p) as fh:
+            first = fh.readline().rstrip("\n")
+            header = fh.readline()
+        if not first.startswith(SHARD_LINE + "\t"):
+            raise InputError(f"{p} is not a shard table (no {SHARD_LINE} line): merge the outputs of "
+                             "`varfx score --shard K/N`")
+        info = json.loads(first.split("\t", 1)[1])
+        k, n = parse_shard(info["shard"])
+        settings = {x: v for x, v in info.items() if x != "shard"}
+        if n0 is None:
+            n0, ref = n, (p, settings, header)
+        elif n != n0:
+            raise InputError(f"{p} is shard {k}/{n} but {ref[0]} is of {n0}: give shards of one run")
+        elif settings != ref[1] or header != ref[2]:
+            raise InputError(f"{p} and {ref[0]} come from different settings or inputs: merge shards of one run")
+        found.setdefault(k, []).append(p)
+    _check_set(found, n0)
+    # index each shard's blocks: byte offsets of their rows
+    offsets = {}
+    for k in range(1, n0 + 1):
+        p = found[k][0]
+        idx, pos = {}, 0
+        with open(p, "rb") as fh:
+            fh.readline()
+            fh.readline()
+            cur, start = None, fh.tell()
+            while True:
+                at = fh.tell()
+                line = fh.readline()
+                if not line or line.startswith(BLOCK_LINE.encode()):
+                    if cur is not None:
+                        idx[cur] = (start, at)
+                    if not line:
+                        break
+                    cur = int(line.split(b"\t")[1])
+                    if cur % n0 != k - 1:
+                        raise InputError(f"{p} holds block {cur}, which belongs to another shard: "
+                                         "it does not come from this run")
+                    start = fh.tell()
+        offsets[k] = (p, idx)
+    blocks = sorted((b, k) for k, (_, idx) in offsets.items() for b in idx)
+    tmp = partial_path(Path(out))
+    try:
+        with open(tmp, "wb") as dst:
+            dst.write(ref[2].encode())
+            handles = {k: open(p, "rb") for k, (p, _) in offsets.items()}
+            try:
+                for b, k in blocks:
+                    a, z = offsets[k][1][b]
+                    fh = handles[k]
+                    fh.seek(a)
+                    dst.write(fh.read(z - a))
+            finally:
+                for h in handles.values():
+                    h.close()
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
