@@ -243,8 +243,7 @@ def _check_set(found: dict[int, list[Path]], n: int) -> None:
 
 def merge_h5(inputs: list[Path], out: Path) -> dict:
     """Merge the HDF5 outputs of ``--shard 1/N … N/N`` into one file equal to an unsharded run's."""
-    files = {}
-    meta = {}
+    meta = []
     for p in inputs:
         p = Path(p)
         if not p.is_file():
@@ -254,13 +253,12 @@ def merge_h5(inputs: list[Path], out: Path) -> dict:
                 if not bool(f.attrs.get("complete", False)):
                     raise InputError(f"{p} is not complete (its run was interrupted): finish it with --resume")
                 k, n, b = _shard_of(f.attrs, p)
-                meta[p] = (k, n, b, _settings(f.attrs), int(f.attrs["records_read"]))
+                meta.append((p, (k, n, b, _settings(f.attrs), int(f.attrs["records_read"]))))
         except OSError as exc:
             raise InputError(f"cannot read {p} as HDF5 ({exc})")
-    ref_p = inputs[0]
-    k0, n0, b0, s0, r0 = meta[Path(ref_p)]
+    ref_p, (k0, n0, b0, s0, r0) = meta[0]
     found: dict[int, list[Path]] = {}
-    for p, (k, n, b, s, r) in meta.items():
+    for p, (k, n, b, s, r) in meta:
         if n != n0:
             raise InputError(f"{p} is shard {k}/{n} but {ref_p} is {k0}/{n0}: give shards of one run")
         diff = [x for x in sorted(set(s) | set(s0)) if s.get(x) != s0.get(x)]
@@ -340,7 +338,7 @@ def merge_text(inputs: list[Path], out: Path) -> None:
                              "`varfx score --shard K/N`")
         info = json.loads(first.split("\t", 1)[1])
         k, n = parse_shard(info["shard"])
-        settings = {x: v for x, v in info.items() if x != "shard"}
+        settings = {x: v for x, v in info.items() if x != "shard"}  # includes n_blocks
         if n0 is None:
             n0, ref = n, (p, settings, header)
         elif n != n0:
@@ -371,6 +369,11 @@ def merge_text(inputs: list[Path], out: Path) -> None:
                         raise InputError(f"{p} holds block {cur}, which belongs to another shard: "
                                          "it does not come from this run")
                     start = fh.tell()
+        want = [b for b in range(int(ref[1]["n_blocks"])) if b % n0 == k - 1]
+        if sorted(idx) != want:
+            gone = sorted(set(want) - set(idx))
+            raise InputError(f"{p} lacks block{'s' if len(gone) > 1 else ''} "
+                             f"{', '.join(map(str, gone[:5]))}: it is incomplete or was changed")
         offsets[k] = (p, idx)
     blocks = sorted((b, k) for k, (_, idx) in offsets.items() for b in idx)
     tmp = partial_path(Path(out))
@@ -391,3 +394,21 @@ def merge_text(inputs: list[Path], out: Path) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def merge_outputs(inputs: list[Path], out: Path) -> None:
+    """``varfx merge``: HDF5 shards (``.h5``/``.hdf5``) or TSV shards, by their content."""
+    from .run import check_out
+
+    if not inputs:
+        raise OptionError("varfx merge needs the shard files")
+    out = check_out(out, "--out")
+    if out.resolve() in {Path(p).resolve() for p in inputs}:
+        raise OptionError("--out must not be one of the shards")
+    is_h5 = [h5py.is_hdf5(p) if Path(p).is_file() else Path(p).suffix in (".h5", ".hdf5") for p in inputs]
+    if all(is_h5):
+        merge_h5(inputs, out)
+    elif not any(is_h5):
+        merge_text(inputs, out)
+    else:
+        raise InputError("the shards mix HDF5 and text files: merge each kind separately")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
 
@@ -110,10 +111,15 @@ def backend_options(f):
               help="With --genotypes and a one-hot backend: average the two haplotypes' predictions or keep both.")
 @click.option("--contrast", is_flag=True,
               help="With --genotypes: also score each sample's own genotype at the variant vs hom-REF.")
+@click.option("--shard", metavar="K/N", help="Score the K-th of N parts of the input (blocks of records; docs/hpc.md).")
+@click.option("--block-records", type=int, default=None,
+              help="Records per block (default 1,024): the unit of --shard and --resume; shards and resumes of one "
+                   "run must use the same.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run (same command) from its last complete block.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def score(vcf, fasta, backend, weights, spec, out, tsv, tsv_long, skipped_tsv, region, ref_mismatch, short_contigs, bins,
           stats, pseudocount, rc, shifts, tracks, batch_size, device, precision, float32, out_vcf, annotation,
-          distance, mask, head, incremental, genotypes, samples, haplotypes, contrast, quiet):
+          distance, mask, head, incremental, genotypes, samples, haplotypes, contrast, shard, block_records, resume, quiet):
     """Score every ALT allele in VCF with a model: REF vs ALT windows, per-track effects."""
     from .run import score_vcf
 
@@ -123,7 +129,7 @@ def score(vcf, fasta, backend, weights, spec, out, tsv, tsv_long, skipped_tsv, r
                         pseudocount=pseudocount, rc=rc, shifts=shifts, tracks=tracks, batch_size=batch_size,
                         device=device, precision=precision, float32=float32, quiet=quiet, out_vcf=out_vcf,
                         genotypes=genotypes, samples=samples, haplotypes=haplotypes, contrast=contrast,
-                        **{k: v for k, v in {"spec": spec, "annotation": annotation, "distance": distance,
+                        shard=shard, resume=resume, block_records=block_records, **{k: v for k, v in {"spec": spec, "annotation": annotation, "distance": distance,
                                              "mask": mask, "head": head, "incremental": incremental}.items()
                            if v is not None})
     click.echo(summary.report(), err=True)
@@ -160,6 +166,17 @@ def predict(bed, fasta, backend, weights, spec, genotypes, samples, haplotypes, 
                               batch_size=batch_size, device=device, precision=precision, float32=float32,
                               quiet=quiet, **{k: v for k, v in {"spec": spec, "head": head}.items() if v is not None})
     click.echo(summary.report(), err=True)
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("shards", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="The merged file (HDF5 or TSV, as the shards).")
+def merge(shards, out):
+    """Merge the outputs of `varfx score --shard 1/N … N/N` into one file (equal to an unsharded run's)."""
+    from .blocks import merge_outputs
+
+    merge_outputs([Path(p) for p in shards], Path(out))
+    click.echo(f"merged {len(shards)} shards into {out}", err=True)
 
 
 @cli.command(context_settings=CONTEXT)

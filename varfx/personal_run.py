@@ -22,9 +22,10 @@ from .errors import InputError, OptionError
 from .genome import Genome
 from .personal import COUNTS, Block, Cohort, Focal, Haplotypes, pair_codes, parse_samples, span_margin
 from .prefetch import prefetch
-from .blocks import BLOCK_RECORDS, block_records, parse_shard
+from .blocks import BLOCK_RECORDS, parse_shard
+from .blocks import block_records as records_per_block
 from .run import (INDEL_ALIGNMENT, REF_POLICIES, SHORT_CONTIG_POLICIES, BlockOutputs, ModelRun, RunSummary,
-                  check_out, run_manifest, sha256, work_unit)
+                  check_block_records, check_out, run_manifest, sha256, work_unit)
 from .encoding import encode
 from .variants import Site, VariantReader
 from .windows import BinSelection, align_bins, check_sites
@@ -392,7 +393,8 @@ def score_personal(vcf, fasta, backend, weights=None, out=None, tsv=None, *, gen
                    pseudocount: float = 1.0, rc: bool = False, shifts=None, tracks: str | None = None,
                    batch_size: int = 64, device: str = "auto", precision: str = "fp32", float32: bool = False,
                    quiet: bool = True, write_chunk: int = 1024, prefetch_depth: int = 2, dedupe: bool = True,
-                   shard=None, resume: bool = False, **backend_options) -> RunSummary:
+                   shard=None, resume: bool = False, block_records: int | None = None,
+                   **backend_options) -> RunSummary:
     """Score every ALT of ``vcf`` on each sample's own background (docs/personal.md)."""
     t0 = time.perf_counter()
     if ref_mismatch not in REF_POLICIES:
@@ -454,7 +456,7 @@ def score_personal(vcf, fasta, backend, weights=None, out=None, tsv=None, *, gen
         # rows held before writing, and records per block: about 64 MB of float32 scores
         per_variant = int(np.prod(s_inner)) * max(1, t_n) * len(mr.stats) * len(prefixes) * 4
         write_chunk = max(1, min(write_chunk, (64 << 20) // per_variant))
-        bsize = block_records(per_variant)
+        bsize = check_block_records(block_records) or records_per_block(per_variant)
         attrs["block_records"] = bsize
         finals = {"out": out, "tsv": tsv, "skipped_tsv": skipped_tsv}
 

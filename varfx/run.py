@@ -174,6 +174,12 @@ def _prepare(reader, genome, geom, sel, margin, per_window, unit, ref_policy, sh
         yield emit()
 
 
+def check_block_records(n: int | None) -> int | None:
+    if n is not None and n < 1:
+        raise OptionError("--block-records must be at least 1")
+    return n
+
+
 def run_manifest(attrs: dict, finals: dict, shard) -> dict:
     """What a resumed run must share with the interrupted one: settings, inputs (hashes), outputs."""
     return {"settings": json.loads(json.dumps(attrs, default=str)),
@@ -470,7 +476,8 @@ def score_vcf(vcf, fasta, backend: str | Backend, weights=None, out=None, tsv=No
               batch_size: int = 64, device: str = "auto", precision: str = "fp32", float32: bool = False,
               quiet: bool = True, write_chunk: int = 4096, prefetch_depth: int = 2,
               genotypes=None, samples=None, haplotypes: str | None = None, contrast: bool = False,
-              shard=None, resume: bool = False, **backend_options) -> RunSummary:
+              shard=None, resume: bool = False, block_records: int | None = None,
+              **backend_options) -> RunSummary:
     """Score every ALT allele of a VCF with a model; write HDF5 (and TSV) outputs.
 
     With ``genotypes`` (a cohort VCF/BCF), score each variant on each sample's own background
@@ -495,7 +502,8 @@ def score_vcf(vcf, fasta, backend: str | Backend, weights=None, out=None, tsv=No
                               ref_mismatch=ref_mismatch, short_contigs=short_contigs, bins=bins, stats=stats,
                               pseudocount=pseudocount, rc=rc, shifts=shifts, tracks=tracks, batch_size=batch_size,
                               device=device, precision=precision, float32=float32, quiet=quiet,
-                              prefetch_depth=prefetch_depth, shard=shard, resume=resume, **backend_options)
+                              prefetch_depth=prefetch_depth, shard=shard, resume=resume,
+                              block_records=block_records, **backend_options)
     if isinstance(backend, str):
         cls = backend_class(backend)
         if cls.score_vcf is not None:  # a backend with its own kind of run (e.g. spliceai)
@@ -550,7 +558,8 @@ def score_vcf(vcf, fasta, backend: str | Backend, weights=None, out=None, tsv=No
         "short_contigs": short_contigs,
         "indel_alignment": INDEL_ALIGNMENT,
     }
-    attrs["block_records"] = BLOCK_RECORDS
+    bsize = check_block_records(block_records) or BLOCK_RECORDS
+    attrs["block_records"] = bsize
     blocks = None
     ahead = None
     summary = RunSummary()
@@ -562,11 +571,11 @@ def score_vcf(vcf, fasta, backend: str | Backend, weights=None, out=None, tsv=No
                               run_manifest(attrs, finals, shard), resume, shard, write_chunk)
         done = blocks.done
         k, n = shard or (1, 1)
-        reader.keep = lambda rec: (rec // BLOCK_RECORDS) % n == k - 1 and (rec // BLOCK_RECORDS) not in done
+        reader.keep = lambda rec: (rec // bsize) % n == k - 1 and (rec // bsize) not in done
         bar = tqdm(unit=" variants", disable=quiet, file=sys.stderr, dynamic_ncols=True, mininterval=0.5)
         batches = _prepare(reader, genome, geom, sel, predictor.margin, predictor.members_per_window,
                            work_unit(batch_size, geom.input_length), ref_mismatch, short_contigs,
-                           all_bins=bool(prof_stats))
+                           all_bins=bool(prof_stats), block=bsize)
         ahead = prefetch(batches, depth=prefetch_depth)
         for batch in ahead:
             blocks.begin(batch.block)
