@@ -454,7 +454,10 @@ def main():
         if "grelu" in peers:
             runs["varfx --shifts 1"] = (varfx_cmd(vcf, fasta, model, work / f"{label}_varfx_s1.h5", a.batch_size,
                                                   ["--shifts", "1"]), None)
-            for key, fp32 in (("grelu", False),) + ((("grelu fp32 matmul", True),) if label != "example" else ()):
+            # gReLU runs float32 matmuls in bfloat16 on CPUs that have it (see GRELU_DRIVER); the example
+            # model has no matmuls, the Enformer-shaped one also runs with that switched off
+            variants_ = [("grelu", False)] + ([("grelu fp32 matmul", True)] if label != "example" else [])
+            for key, fp32 in variants_:
                 cfg = dict(base_cfg, out=str(work / f"{label}_{key.replace(' ', '_')}.npy"), fp32_matmul=fp32)
                 p = work / f"{label}_{key.replace(' ', '_')}.json"
                 p.write_text(json.dumps(cfg))
@@ -519,8 +522,14 @@ def main():
     print("\nall wall times (s) and load averages before each run:")
     for r in results:
         print(f"  {r['model']}, {r['peer']}: {r['walls']}; loads {r['loads']}")
-    ok = all(r["cmp"]["max_rel"] <= 1e-4 for r in results)
-    print(f"\nscores agree to 1e-4 of the largest |score|: {'yes' if ok else 'NO'}")
+    with_fp32_row = {r["model"] for r in results if r["peer"] == "grelu fp32 matmul"}
+    fp32 = [r for r in results if not (r["peer"] == "grelu" and r["model"] in with_fp32_row)]
+    ok = all(r["cmp"]["max_rel"] <= 1e-4 for r in fp32)
+    print(f"\nscores agree to 1e-4 of the largest |score| (float32 runs): {'yes' if ok else 'NO'}")
+    for r in results:
+        if r not in fp32:
+            print(f"  {r['model']}, gReLU as shipped (its predict_on_dataset sets float32 matmul precision 'medium',"
+                  f" i.e. bfloat16 matmuls on CPUs with AMX/AVX512-BF16): {r['cmp']['max_rel']:.2e}")
     target = [r for r in results if not r["peer"].endswith("fp32 matmul")]
     print("varfx >= 5x faster end to end than every peer: "
           + ("yes" if all(r["ratio"] >= 5 for r in target) else "NO")

@@ -3,10 +3,10 @@
 A run cuts the VCF's records into blocks of ``block_records`` consecutive records (block ``b`` holds
 records ``b·B … b·B + B − 1``, counted after ``--region``).  Each block is scored on its own — its
 windows never share a forward batch with another block's — and written as a set of *fragments*
-(one per output: a small HDF5 file, TSV pieces) under ``NAME.parts/`` beside the first output.  A
-block is complete when its ``.ok`` file exists (written last, atomically).  When every block is
-done, the fragments are concatenated in block order into the outputs, each written under
-``NAME.partial`` and renamed; then ``NAME.parts/`` is removed.
+(``NAME.parts/b<block>.npz``: its rows, scores and counts) beside the first output; a fragment is
+written under a temporary name and renamed, so a fragment that exists is complete.  When every
+block is done, the fragments are fed in block order to the final writers (HDF5, TSV), each output
+written under ``NAME.partial`` and renamed; then ``NAME.parts/`` is removed.
 
 * ``--shard K/N`` scores the blocks ``b`` with ``b mod N = K − 1``: a job array of N tasks covers
   the input exactly once, each task reading the whole VCF but building windows only for its blocks.
@@ -36,7 +36,8 @@ BLOCK_RECORDS = 1024
 PARTS = ".parts"
 #: settings that may differ between the shards of one run (and between a run and its resume)
 VOLATILE = ("seconds", "records_read", "variants", "variants_scored", "variants_skipped", "skipped_by_reason",
-            "float16_overflow", "complete", "shard", "settings")
+            "float16_overflow", "complete", "shard", "settings",
+            "ref_mismatch_records")  # genotype records read by a run (personal genomes): per run, not per block
 
 
 def block_records(bytes_per_variant: int, budget: int = 64 << 20) -> int:
@@ -77,28 +78,36 @@ class Staging:
                 old = json.loads((self.dir / "manifest.json").read_text())
             except (OSError, ValueError):
                 raise OptionError(f"{self.dir} has no readable manifest.json: delete the folder to start again")
-            diff = [k for k in sorted(set(old) | set(manifest)) if old.get(k) != manifest.get(k)]
+            diff = _differences(old, manifest)
             if diff:
                 raise OptionError(f"--resume: the interrupted run in {self.dir} used different settings or inputs "
                                   f"({', '.join(diff[:6])}); rerun it with the same ones, or delete {self.dir} "
                                   "to start again")
-            ok = {p.stem for p in self.dir.glob("b*.ok")}
-            for p in self.dir.iterdir():  # fragments of unfinished blocks are rewritten
-                if p.name != "manifest.json" and p.name.split(".")[0] not in ok:
+            for p in self.dir.iterdir():  # leftovers of an unfinished block are rewritten
+                if p.name != "manifest.json" and p.suffix != ".npz":
                     p.unlink()
-        else:
-            self.dir.mkdir()
-            _write_atomic(self.dir / "manifest.json", json.dumps(manifest, sort_keys=True, default=str))
+        else:  # the folder appears with its manifest (a run stopped in between leaves no folder without one)
+            tmp = self.dir.with_name(self.dir.name + ".tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir()
+            _write_atomic(tmp / "manifest.json", json.dumps(manifest, sort_keys=True, default=str))
+            os.rename(tmp, self.dir)
         self.done: dict[int, dict] = {}
-        for p in self.dir.glob("b*.ok"):
-            self.done[int(p.stem[1:])] = json.loads(p.read_text())
+        for p in self.dir.glob("b*.npz"):
+            with np.load(p) as z:
+                self.done[int(p.stem[1:])] = json.loads(str(z["info"]))
 
     def path(self, block: int, suffix: str) -> Path:
         return self.dir / f"b{block:09d}{suffix}"
 
-    def commit(self, block: int, info: dict) -> None:
-        """Mark a block complete (its fragments are all finished)."""
-        _write_atomic(self.path(block, ".ok"), json.dumps(info, sort_keys=True))
+    def commit(self, block: int, info: dict, data: dict[str, np.ndarray]) -> None:
+        """Save a block's fragment (its rows, scores and counts): written under a temporary name and
+        renamed, so that a fragment that exists is complete."""
+        path = self.path(block, ".npz")
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "wb") as fh:
+            np.savez(fh, info=np.array(json.dumps(info, sort_keys=True)), **data)
+        os.replace(tmp, path)
         self.done[block] = info
 
     def blocks(self) -> list[int]:
@@ -106,6 +115,21 @@ class Staging:
 
     def remove(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _differences(old: dict, new: dict) -> list[str]:
+    """What differs between two run manifests: the settings by their own names (stats, weights_sha256,
+    vcf_sha256, block_records, …), the rest ('outputs', 'shard') by theirs."""
+    diff = []
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k), new.get(k)
+        if a == b:
+            continue
+        if isinstance(a, dict) and isinstance(b, dict) and k == "settings":
+            diff += [x for x in sorted(set(a) | set(b)) if a.get(x) != b.get(x)]
+        else:
+            diff.append(k)
+    return diff
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -180,38 +204,6 @@ def concat_h5(fragments: list[Path], out: Path, attrs: dict, groups: dict | None
             s.close()
 
 
-def concat_text(fragments: list[Path], out: Path, preamble: list[str] | None = None,
-                markers: list[str] | None = None, header: str | None = None) -> None:
-    """Concatenate text fragments (each starting with the same header line) into ``out``.
-
-    ``preamble``: lines written before the header; ``markers``: a line written before each
-    fragment's rows (shard outputs, so that ``varfx merge`` can interleave them); ``header``: used
-    when there are no fragments.
-    """
-    out = Path(out)
-    tmp = partial_path(out)
-    try:
-        with open(tmp, "w", newline="\n") as dst:
-            for line in preamble or ():
-                dst.write(line + "\n")
-            wrote_header = False
-            for i, frag in enumerate(fragments):
-                with open(frag) as src:
-                    head = src.readline()
-                    if not wrote_header:
-                        dst.write(head)
-                        wrote_header = True
-                    if markers is not None:
-                        dst.write(markers[i] + "\n")
-                    shutil.copyfileobj(src, dst, 1 << 20)
-            if not wrote_header and header is not None:
-                dst.write(header)
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 # ---------------------------------------------------------------------------------------------------------------------
 # varfx merge
 
@@ -243,7 +235,7 @@ def _check_set(found: dict[int, list[Path]], n: int) -> None:
 
 def merge_h5(inputs: list[Path], out: Path) -> dict:
     """Merge the HDF5 outputs of ``--shard 1/N … N/N`` into one file equal to an unsharded run's."""
-    meta = []
+    meta, layouts = [], []
     for p in inputs:
         p = Path(p)
         if not p.is_file():
@@ -254,14 +246,21 @@ def merge_h5(inputs: list[Path], out: Path) -> dict:
                     raise InputError(f"{p} is not complete (its run was interrupted): finish it with --resume")
                 k, n, b = _shard_of(f.attrs, p)
                 meta.append((p, (k, n, b, _settings(f.attrs), int(f.attrs["records_read"]))))
+                # datasets, their types and row shapes: e.g. scores stored as float16 or (--float32) float32,
+                # which the settings do not record
+                layouts.append({x: (f[x].dtype.str, f[x].shape[1:]) for x in _datasets(f)
+                                if _appendable(f[x])})
         except OSError as exc:
             raise InputError(f"cannot read {p} as HDF5 ({exc})")
     ref_p, (k0, n0, b0, s0, r0) = meta[0]
     found: dict[int, list[Path]] = {}
-    for p, (k, n, b, s, r) in meta:
+    for (p, (k, n, b, s, r)), layout in zip(meta, layouts):
         if n != n0:
             raise InputError(f"{p} is shard {k}/{n} but {ref_p} is {k0}/{n0}: give shards of one run")
         diff = [x for x in sorted(set(s) | set(s0)) if s.get(x) != s0.get(x)]
+        diff += [f"dataset {x}: " + " vs ".join(f"{np.dtype(v[0]).name} {v[1]}" if v else "none"
+                                                for v in (layout.get(x), layouts[0].get(x)))
+                 for x in sorted(set(layout) | set(layouts[0])) if layout.get(x) != layouts[0].get(x)][:1]
         if diff or b != b0 or r != r0:
             raise InputError(f"{p} and {ref_p} come from different settings or inputs "
                              f"({', '.join(diff[:5]) or 'records read'}): merge shards of one run")
@@ -281,7 +280,7 @@ def merge_h5(inputs: list[Path], out: Path) -> dict:
             what = (f"holds records of other shards (e.g. record {int(extra[0])})" if extra.size else
                     f"lacks records of its blocks (e.g. record {int(np.setdiff1d(want, present)[0])})")
             raise InputError(f"{p} {what}: it does not come from the same input, or was changed")
-        ranges.append({key: _block_ranges(r // b0) for key, r in recs.items()})
+        ranges.append({key: _block_ranges(r // b0, p) for key, r in recs.items()})
     n_blocks = -(-r0 // b0)
     pieces = []
     for blk in range(n_blocks):
@@ -298,9 +297,15 @@ def merge_h5(inputs: list[Path], out: Path) -> dict:
                 for x, v in d.items():
                     acc[x] = acc.get(x, 0) + v
             attrs["seconds"] = attrs.get("seconds", 0.0) + float(f.attrs.get("seconds", 0.0))
-            if "sample_counts" in f:
+            if "ref_mismatch_records" in f.attrs:  # each shard counts the genotype records it read, and
+                # those read by several shards (an unindexed cohort: all) once each: at least the largest
+                attrs["ref_mismatch_records"] = max(attrs.get("ref_mismatch_records", 0),
+                                                    int(f.attrs["ref_mismatch_records"]))
+            if "sample_counts" in f:  # summed; their attributes (descriptions) kept
                 for name, ds in f["sample_counts"].items():
-                    counts[f"sample_counts/{name}"] = counts.get(f"sample_counts/{name}", 0) + ds[()]
+                    key = f"sample_counts/{name}"
+                    total = counts[key][0] if key in counts else 0
+                    counts[key] = (total + ds[()], {k: v for k, v in ds.attrs.items()})
     attrs["records_read"] = r0
     attrs["shard"] = ""
     attrs["merged_from"] = [str(p) for p in order]
@@ -308,17 +313,19 @@ def merge_h5(inputs: list[Path], out: Path) -> dict:
     return attrs
 
 
-def _block_ranges(blocks: np.ndarray) -> dict[int, tuple[int, int]]:
+def _block_ranges(blocks: np.ndarray, path: Path | None = None) -> dict[int, tuple[int, int]]:
     """Sorted block ids per row -> {block: (first row, last row + 1)}."""
     if not blocks.size:
         return {}
     if np.any(np.diff(blocks) < 0):
-        raise InputError("a shard's rows are not in input order: it was not written by varfx")
+        raise InputError(f"{path or 'a shard'}: its rows are not in input order: it was not written by varfx, "
+                         "or was changed")
     ids, first = np.unique(blocks, return_index=True)
     last = np.append(first[1:], blocks.size)
     return {int(i): (int(a), int(b)) for i, a, b in zip(ids, first, last)}
 
 
+#: in shard TSVs, the line after the header (the shard and run settings) and the line before each block
 SHARD_LINE = "#varfx-shard"
 BLOCK_LINE = "#varfx-block"
 
@@ -331,8 +338,8 @@ def merge_text(inputs: list[Path], out: Path) -> None:
         if not p.is_file():
             raise InputError(f"shard file not found: {p}")
         with open(p) as fh:
-            first = fh.readline().rstrip("\n")
             header = fh.readline()
+            first = fh.readline().rstrip("\n")
         if not first.startswith(SHARD_LINE + "\t"):
             raise InputError(f"{p} is not a shard table (no {SHARD_LINE} line): merge the outputs of "
                              "`varfx score --shard K/N`")

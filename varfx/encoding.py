@@ -93,14 +93,22 @@ def _table(device, dtype) -> torch.Tensor:
     return _TABLE[key]
 
 
-def one_hot(codes: torch.Tensor | np.ndarray, dtype=torch.float32) -> torch.Tensor:
-    """Base codes (…, L) -> one-hot (…, L, 4), built on the codes' device.
+def _lookup(codes: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """Rows of ``table`` indexed by ``codes`` (…) -> (…, 4), on the codes' device.
 
-    An embedding lookup in a 5×4 table whose row 4 (N) is zero: on the CPU several
-    times faster than indexing or comparing, and a single kernel on a GPU.
+    On the CPU (float32) a numpy ``take`` on the uint8 codes, ~10× faster than torch's embedding,
+    which first widens the codes to int64; elsewhere an embedding lookup, one kernel on a GPU.
     """
+    if codes.device.type == "cpu" and table.dtype == torch.float32 and codes.dtype == torch.uint8:
+        return torch.from_numpy(np.take(table.numpy(), codes.numpy(), axis=0))
+    return torch.nn.functional.embedding(codes.long(), table)
+
+
+def one_hot(codes: torch.Tensor | np.ndarray, dtype=torch.float32) -> torch.Tensor:
+    """Base codes (…, L) -> one-hot (…, L, 4), built on the codes' device: a lookup in a 5×4
+    table whose row 4 (N) is zero."""
     codes = torch.as_tensor(codes)
-    return torch.nn.functional.embedding(codes.long(), _table(codes.device, dtype))
+    return _lookup(codes, _table(codes.device, dtype))
 
 
 def two_hot(codes_a, codes_b, dtype=torch.float32) -> torch.Tensor:
@@ -122,7 +130,7 @@ def two_hot_pairs(pairs: torch.Tensor | np.ndarray, dtype=torch.float32) -> torc
     if key not in _PAIR_TABLE:
         base = _table(pairs.device, dtype)
         _PAIR_TABLE[key] = (base[:, None, :] + base[None, :, :]).reshape(25, 4)
-    return torch.nn.functional.embedding(pairs.long(), _PAIR_TABLE[key])
+    return _lookup(pairs, _PAIR_TABLE[key])
 
 
 def one_hot_to_codes(x: torch.Tensor) -> torch.Tensor:

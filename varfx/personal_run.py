@@ -25,7 +25,8 @@ from .prefetch import prefetch
 from .blocks import BLOCK_RECORDS, parse_shard
 from .blocks import block_records as records_per_block
 from .run import (INDEL_ALIGNMENT, REF_POLICIES, SHORT_CONTIG_POLICIES, BlockOutputs, ModelRun, RunSummary,
-                  check_block_records, check_out, run_manifest, sha256, work_unit)
+                  check_block_records, check_out, fewer_collections, run_manifest, sha256,
+                  work_unit)
 from .encoding import encode
 from .variants import Site, VariantReader
 from .windows import BinSelection, align_bins, check_sites
@@ -369,6 +370,25 @@ class PersonalTSVWriter(TextTable):
         self.fh.write("\n".join(lines) + "\n")
 
 
+def _consume(ahead, blocks: BlockOutputs, predictor, mr: ModelRun, setup: PersonalSetup, bar, incremental: bool,
+             dedupe: bool) -> None:
+    """The model and statistics on each batch of personal windows; rows to the block outputs."""
+    for batch in ahead:
+        blocks.begin(batch.block)
+        if batch.counts is not None:
+            blocks.add_counts(batch.counts)
+        n_done = sum(blocks.add_site(site) for site in batch.sites)
+        if batch.ref is not None:
+            if incremental or not dedupe:
+                ref_pred, alt_pred = predictor(batch.ref, batch.alt, batch.ref_row, batch.change)
+            else:  # identical windows (samples with the same alleles nearby) through the model once
+                uniq, inv = unique_rows(np.concatenate([batch.ref, batch.alt]))
+                y = predictor.predict_windows(uniq)[torch.as_tensor(inv, device=mr.device)]
+                ref_pred, alt_pred = y[:batch.ref.shape[0]], y[batch.ref.shape[0]:]
+            n_done += blocks.add_scored(batch.sites, _stat_blocks(mr, setup, ref_pred, alt_pred, batch))
+        bar.update(n_done)
+
+
 def _personal_attrs(cohort: Cohort, setup: PersonalSetup, genotypes: Path) -> dict:
     return {"genotypes": str(genotypes), "genotypes_sha256": sha256(genotypes), "samples": list(cohort.samples),
             "haplotypes": setup.haplotypes or "two-hot", "contrast": "hom-alt,genotype" if setup.contrast else "hom-alt"}
@@ -477,7 +497,7 @@ def score_personal(vcf, fasta, backend, weights=None, out=None, tsv=None, *, gen
                 raise
             return made
 
-        blocks = BlockOutputs(finals, make, run_manifest(attrs, finals, shard), resume, shard, write_chunk)
+        blocks = BlockOutputs(finals, make, run_manifest(attrs, finals, shard), resume, shard)
         blocks.counts = {k: np.zeros(len(cohort.samples), dtype=np.int64) for k in COUNTS}
         done = blocks.done
         k_sh, n_sh = shard or (1, 1)
@@ -491,20 +511,8 @@ def score_personal(vcf, fasta, backend, weights=None, out=None, tsv=None, *, gen
                                     ref_mismatch, short_contigs, all_bins=bool(mr.prof_stats), block=bsize)
         ahead = prefetch(batches, depth=prefetch_depth)
         incremental = getattr(mr.model, "incremental", False)
-        for batch in ahead:
-            blocks.begin(batch.block)
-            if batch.counts is not None:
-                blocks.add_counts(batch.counts)
-            n_done = sum(blocks.add_site(site) for site in batch.sites)
-            if batch.ref is not None:
-                if incremental or not dedupe:
-                    ref_pred, alt_pred = predictor(batch.ref, batch.alt, batch.ref_row, batch.change)
-                else:
-                    uniq, inv = unique_rows(np.concatenate([batch.ref, batch.alt]))
-                    y = predictor.predict_windows(uniq)[torch.as_tensor(inv, device=mr.device)]
-                    ref_pred, alt_pred = y[:batch.ref.shape[0]], y[batch.ref.shape[0]:]
-                n_done += blocks.add_scored(batch.sites, _stat_blocks(mr, setup, ref_pred, alt_pred, batch))
-            bar.update(n_done)
+        with fewer_collections():
+            _consume(ahead, blocks, predictor, mr, setup, bar, incremental, dedupe)
         bar.close()
         blocks.end()
         counts = {k: np.zeros(len(cohort.samples), dtype=np.int64) for k in COUNTS}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import hashlib
 import json
 import os
@@ -26,8 +28,7 @@ from .variants import Site, VariantReader
 from .prefetch import prefetch
 from .windows import (INDEL_ALIGNMENT, BinSelection, WindowBatch, align_bins, build_windows,
                       check_sites)
-from .blocks import (BLOCK_LINE, BLOCK_RECORDS, SHARD_LINE, VOLATILE, Staging, concat_h5, concat_text,
-                     parse_shard)
+from .blocks import BLOCK_LINE, BLOCK_RECORDS, SHARD_LINE, VOLATILE, Staging, parse_shard
 from .writers import H5Writer, SkippedTSVWriter, TSVWriter, VariantRows
 
 REF_POLICIES = ("skip", "error")
@@ -129,6 +130,26 @@ class _Batch:
     all_bins: tuple | None = None  # the same over every bin, for profile statistics
 
 
+@contextlib.contextmanager
+def fewer_collections(threshold: int = 20000):
+    """Python's cyclic garbage collector, tuned for a scoring loop and restored afterwards.
+
+    A run allocates a few small objects per variant (sites, tuples) and frees them a unit later;
+    with the default threshold (700) the collector runs every few hundred variants and scans the
+    large heap that torch and pandas leave behind.  Freezing what exists before the loop and
+    collecting the youngest generation every ``threshold`` allocations made the input path ~40%
+    faster (docs/performance.md); nothing in the loop makes reference cycles worth collecting sooner.
+    """
+    old = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(threshold, old[1], old[2])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*old)
+        gc.unfreeze()
+
+
 def work_unit(batch_size: int, input_length: int) -> int:
     """Sequences prepared and reduced together: whole forward batches, about 1 Mbp of windows
     (1,024 1-kb windows; for 196-kb windows just one forward batch)."""
@@ -145,6 +166,7 @@ def _prepare(reader, genome, geom, sel, margin, per_window, unit, ref_policy, sh
     seqs = 0
 
     def emit():
+        check_sites(genome, sites, geom, margin, ref_policy, short_contigs)  # all the unit's sites at once
         scorable = [s for s in sites if s.alts]
         batch = _Batch(sites, sites[0].record // block)
         if scorable:
@@ -155,13 +177,16 @@ def _prepare(reader, genome, geom, sel, margin, per_window, unit, ref_policy, sh
                 batch.all_bins = align_bins(geom, BinSelection("all"), wb.ref_len, wb.delta)
         return batch
 
+    limit = -1  # first record of the next block
     for site in reader:
-        if sites and site.record // block != sites[0].record // block:
-            yield emit()
-            sites, seqs = [], 0
-        if site.alts:
-            check_sites(genome, [site], geom, margin, ref_policy, short_contigs)
-        need = (1 + len(site.alts)) * per_window if site.alts else 0
+        if site.record >= limit:
+            if sites:
+                yield emit()
+                sites, seqs = [], 0
+            limit = (site.record // block + 1) * block
+        # sequences the site needs before its checks (an upper bound: checks only skip ALTs)
+        alts = site.alts
+        need = (1 + len(alts)) * per_window if alts else 0
         if need and seqs and seqs + need > unit:
             yield emit()
             sites, seqs = [], 0
@@ -220,21 +245,21 @@ def write_skipped(writers, rows: "RowBuffer") -> None:
 
 
 class BlockOutputs:
-    """A run's outputs written block by block (varfx.blocks): rows go to the current block's fragment
-    writers; a finished block is committed; at the end the fragments become the outputs.
+    """A run's results kept block by block (varfx.blocks), then written through the final writers.
 
-    ``finals`` maps output kinds ('out' is HDF5, the others text) to their final paths (or None);
-    ``make(paths)`` returns one writer per kind for the given paths, in the order of ``finals``.
+    Each block's rows and scores are saved as one fragment (``NAME.parts/b….npz``, written under a
+    temporary name and renamed: a block is complete when its fragment exists).  At the end the
+    fragments are fed, in block order, to the writers of the final outputs, exactly as one
+    uninterrupted run would feed them.  ``finals`` maps output kinds to final paths (or None);
+    ``make(paths)`` returns the writers, the HDF5 one ('out') first.
     """
 
-    def __init__(self, finals: dict, make, manifest: dict, resume: bool, shard, write_chunk: int):
+    def __init__(self, finals: dict, make, manifest: dict, resume: bool, shard):
         self.finals = {k: p for k, p in finals.items() if p is not None}
         self.make = make
         self.shard = shard
-        self.write_chunk = write_chunk
         self.staging = Staging(next(iter(self.finals.values())), manifest, resume)
         self.block: int | None = None
-        self.writers: list = []
         self.scored, self.skipped = RowBuffer(), RowBuffer()
         self.info: dict = {}
         self.counts: dict[str, np.ndarray] | None = None  # per-sample counts of the block (personal runs)
@@ -243,17 +268,13 @@ class BlockOutputs:
     def done(self) -> set[int]:
         return set(self.staging.done)
 
-    def fragment(self, kind: str, block: int) -> Path:
-        return self.staging.path(block, ".h5" if kind == "out" else f".{kind}.tsv")
-
     def begin(self, block: int) -> None:
         """Route what follows to ``block`` (committing the block before it)."""
         if block == self.block:
             return
         self.end()
         self.block = block
-        self.writers = self.make({k: self.fragment(k, block) for k in self.finals})
-        self.info = {"variants": 0, "scored": 0, "skipped": {}, "float16_overflow": {}}
+        self.info = {"variants": 0, "scored": 0, "skipped": {}}
 
     def add_counts(self, delta: dict[str, np.ndarray]) -> None:
         for k, v in delta.items():
@@ -275,42 +296,38 @@ class BlockOutputs:
                 self.scored.add(site, i, alt)
                 n += 1
         self.info["scored"] += n
-        if len(self.scored) >= self.write_chunk:
-            write_scored(self.writers, self.scored)
-        if len(self.skipped) >= self.write_chunk:
-            write_skipped(self.writers, self.skipped)
         return n
 
-    def end(self, **extra) -> None:
-        """Finish the current block's fragments and commit it."""
+    def end(self) -> None:
+        """Save the current block's fragment (committing it)."""
         if self.block is None:
             return
-        try:
-            write_scored(self.writers, self.scored)
-            write_skipped(self.writers, self.skipped)
-            if "out" in self.finals:
-                self.info["float16_overflow"] = {k: int(v) for k, v in self.writers[0].overflow.items()}
-            for w in self.writers:
-                w.finish({})
-        except BaseException:
-            self.abort()
-            raise
-        self.info.update(extra)
         if self.counts is not None:
             self.info["sample_counts"] = {k: v.tolist() for k, v in self.counts.items()}
             self.counts = {k: np.zeros_like(v) for k, v in self.counts.items()}
-        self.staging.commit(self.block, self.info)
-        self.block, self.writers = None, []
-
-    def abort(self, exc: BaseException | None = None) -> None:
-        """Drop the current block's fragments.  Committed blocks stay for --resume after an interruption
-        or a crash; after an error in the input or options (which a resume would meet again) or when
-        nothing was committed, the whole folder goes."""
-        for w in self.writers:
-            w.abort()
-        self.writers = []
+        data = {}
+        for prefix, buf in (("s.", self.scored), ("k.", self.skipped)):
+            rows = buf.rows()
+            data.update({prefix + "record": rows.record, prefix + "alt_index": rows.alt_index,
+                         prefix + "pos": rows.pos, prefix + "chrom": np.array(rows.chrom, dtype=str),
+                         prefix + "id": np.array(rows.id, dtype=str), prefix + "ref": np.array(rows.ref, dtype=str),
+                         prefix + "alt": np.array(rows.alt, dtype=str)})
+        data["k.reason"] = np.array(self.skipped.reason, dtype=str)
+        if self.scored.scores:
+            for name in self.scored.scores[0]:
+                data["v." + name] = np.concatenate([b[name] for b in self.scored.scores])
+        self.staging.commit(self.block, self.info, data)
         self.scored.clear()
         self.skipped.clear()
+        self.block = None
+
+    def abort(self, exc: BaseException | None = None) -> None:
+        """Drop the current block.  Committed blocks stay for --resume after an interruption or a crash;
+        after an error in the input or options (which a resume would meet again) or when nothing was
+        committed, the whole folder goes."""
+        self.scored.clear()
+        self.skipped.clear()
+        self.block = None
         if isinstance(exc, VarfxError) or not self.staging.done:
             self.staging.remove()
 
@@ -322,47 +339,59 @@ class BlockOutputs:
         summary.skipped = Counter()
         for i in infos:
             summary.skipped.update(i["skipped"])
-        over: dict = {}
-        for i in infos:
-            for k, v in i.get("float16_overflow", {}).items():
-                over[k] = over.get(k, 0) + v
-        summary.float16_overflow = over
         return infos
 
     def assemble(self, summary: "RunSummary", reader, t0: float, attrs: dict, groups: dict | None = None,
                  texts: dict | None = None) -> None:
-        """Concatenate every committed block into the final outputs; remove the fragments."""
+        """Feed every committed block, in order, to the final writers; finish them; drop the fragments."""
         self.end()
         summary.records_read = reader.records_read
         blocks = self.staging.blocks()
         self.totals(summary)
         if summary.scored + summary.skipped_total != summary.variants:  # an internal invariant
             raise AssertionError("variant accounting does not add up")
-        summary.seconds = time.perf_counter() - t0
-        final = {**attrs, "records_read": summary.records_read, "variants": summary.variants,
-                 "variants_scored": summary.scored, "variants_skipped": summary.skipped_total,
-                 "skipped_by_reason": dict(summary.skipped), "float16_overflow": summary.float16_overflow,
-                 "seconds": round(summary.seconds, 3),
-                 "shard": f"{self.shard[0]}/{self.shard[1]}" if self.shard else ""}
-        n_blocks = -(-summary.records_read // attrs["block_records"])
-        preamble = markers = None
-        if self.shard:
-            info = {"shard": final["shard"], "n_blocks": n_blocks,
-                    "settings": {k: v for k, v in attrs.items() if k not in VOLATILE}}
-            preamble = [SHARD_LINE + "\t" + json.dumps(info, sort_keys=True, default=str)]
-            markers = [f"{BLOCK_LINE}\t{b}" for b in blocks]
-        empty = None
-        if not blocks:  # nothing scored here (an empty input, or a shard without records): empty outputs
-            empty = self.make({k: self.fragment(k, -1) for k in self.finals})
-            for w in empty:
-                w.finish({})
-        for kind, path in self.finals.items():
-            frags = [self.fragment(kind, b) for b in blocks] or [self.fragment(kind, -1)]
-            if kind == "out":
-                concat_h5(frags, path, final, groups=groups)
-            else:
-                concat_text(frags, path, preamble, markers if blocks else None)
-            summary.outputs.append(path)
+        shard = f"{self.shard[0]}/{self.shard[1]}" if self.shard else ""
+        writers = self.make(self.finals)
+        try:
+            texts_out = [w for w in writers if hasattr(w, "fh")]
+            if self.shard:  # merge needs the shard's settings and where each block starts
+                info = {"shard": shard, "n_blocks": -(-summary.records_read // attrs["block_records"]),
+                        "settings": {k: v for k, v in attrs.items() if k not in VOLATILE}}
+                for w in texts_out:
+                    w.fh.write(SHARD_LINE + "\t" + json.dumps(info, sort_keys=True, default=str) + "\n")
+            for b in blocks:
+                for w in texts_out if self.shard else ():
+                    w.fh.write(f"{BLOCK_LINE}\t{b}\n")
+                with np.load(self.staging.path(b, ".npz")) as z:
+                    scores = {k[2:]: z[k] for k in z.files if k.startswith("v.")}
+                    rows = [VariantRows(z[p + "record"], z[p + "alt_index"], z[p + "chrom"].tolist(), z[p + "pos"],
+                                        z[p + "id"].tolist(), z[p + "ref"].tolist(), z[p + "alt"].tolist())
+                            for p in ("s.", "k.")]
+                    reasons = z["k.reason"].tolist()
+                for w in writers:
+                    if len(rows[0]):
+                        w.write(rows[0], scores)
+                    if len(rows[1]):
+                        w.write_skipped(rows[1], reasons)
+            if "out" in self.finals:
+                summary.float16_overflow = {k: int(v) for k, v in writers[0].overflow.items()}
+                for name, v in (groups or {}).items():  # name -> array, or (array, attributes)
+                    data, extra = v if isinstance(v, tuple) else (v, {})
+                    ds = writers[0].f.create_dataset(name, data=data)
+                    for k, x in extra.items():
+                        ds.attrs[k] = x
+            summary.seconds = time.perf_counter() - t0
+            final = {"records_read": summary.records_read, "variants": summary.variants,
+                     "variants_scored": summary.scored, "variants_skipped": summary.skipped_total,
+                     "skipped_by_reason": dict(summary.skipped), "float16_overflow": summary.float16_overflow,
+                     "seconds": round(summary.seconds, 3), "shard": shard}
+            for w in writers:
+                w.finish(final)
+                summary.outputs.append(w.path)
+        except BaseException:
+            for w in writers:
+                w.abort()
+            raise
         for path, text in (texts or {}).items():
             tmp = Path(str(path) + ".partial")
             tmp.write_text(text)
@@ -568,7 +597,7 @@ def score_vcf(vcf, fasta, backend: str | Backend, weights=None, out=None, tsv=No
         blocks = BlockOutputs(finals, lambda paths: mr.writers(paths.get("out"), paths.get("tsv"),
                                                                paths.get("tsv_long"), paths.get("skipped_tsv"),
                                                                attrs, float32),
-                              run_manifest(attrs, finals, shard), resume, shard, write_chunk)
+                              run_manifest(attrs, finals, shard), resume, shard)
         done = blocks.done
         k, n = shard or (1, 1)
         reader.keep = lambda rec: (rec // bsize) % n == k - 1 and (rec // bsize) not in done
@@ -577,17 +606,19 @@ def score_vcf(vcf, fasta, backend: str | Backend, weights=None, out=None, tsv=No
                            work_unit(batch_size, geom.input_length), ref_mismatch, short_contigs,
                            all_bins=bool(prof_stats), block=bsize)
         ahead = prefetch(batches, depth=prefetch_depth)
-        for batch in ahead:
-            blocks.begin(batch.block)
-            n_done = sum(blocks.add_site(site) for site in batch.sites)
-            if batch.windows is not None:
-                wb = batch.windows
-                same = wb.delta == 0  # SNVs and MNVs: REF and ALT differ only in [c, c + len(REF))
-                lo = np.where(same, geom.center, -1)
-                ref_pred, alt_pred = predictor(wb.ref, wb.alt, wb.ref_row, (lo, np.where(same, lo + wb.ref_len, -1)))
-                res = mr.scores(ref_pred, alt_pred, wb.ref_row, batch.bins, batch.all_bins)
-                n_done += blocks.add_scored(batch.sites, res)
-            bar.update(n_done)
+        with fewer_collections():
+            for batch in ahead:
+                blocks.begin(batch.block)
+                n_done = sum(blocks.add_site(site) for site in batch.sites)
+                if batch.windows is not None:
+                    wb = batch.windows
+                    same = wb.delta == 0  # SNVs and MNVs: REF and ALT differ only in [c, c + len(REF))
+                    lo = np.where(same, geom.center, -1)
+                    ref_pred, alt_pred = predictor(wb.ref, wb.alt, wb.ref_row,
+                                                   (lo, np.where(same, lo + wb.ref_len, -1)))
+                    res = mr.scores(ref_pred, alt_pred, wb.ref_row, batch.bins, batch.all_bins)
+                    n_done += blocks.add_scored(batch.sites, res)
+                bar.update(n_done)
         bar.close()
         blocks.assemble(summary, reader, t0, attrs)
     except BaseException as exc:

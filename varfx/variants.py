@@ -188,37 +188,50 @@ class VariantReader:
 
     def __iter__(self) -> Iterator[Site]:
         resolve = self.resolve_contig
+        keep = self.keep
         cache: dict[str, str | None] = {}
         records = self._records()
-        while True:
-            try:
-                rec = next(records)
-            except StopIteration:
-                break
-            except Exception as exc:
-                raise InputError(f"{self.path}: record {self.records_read + 1} could not be parsed "
-                                 f"({str(exc).splitlines()[0]}); fix or remove it (bcftools view reports the line)")
-            index = self.records_read
-            self.records_read += 1
-            if self.keep is not None and not self.keep(index):
-                continue
-            chrom = rec.CHROM
-            if chrom not in cache:
-                cache[chrom] = resolve(chrom)
-            contig = cache[chrom]
-            ref = rec.REF.upper()
-            alts = rec.ALT or ["."]
-            site = Site(index, chrom, contig, rec.POS, rec.ID or ".", ref)
-            for i, alt in enumerate(alts):
-                alt = alt.upper() if not alt.startswith("<") else alt
-                reason = classify_alt(ref, alt)
-                if reason is None and contig is None:
-                    reason = "unknown_contig"
-                if reason is None:
-                    site.alts.append((i, alt))
-                else:
-                    site.skipped.append((i, alt, reason))
-            yield site
+        n = self.records_read
+        bases = _BASES
+        try:
+            while True:
+                try:
+                    rec = next(records)
+                except StopIteration:
+                    break
+                except Exception as exc:
+                    self.records_read = n
+                    raise InputError(f"{self.path}: record {n + 1} could not be parsed "
+                                     f"({str(exc).splitlines()[0]}); fix or remove it (bcftools view reports the line)")
+                index = n
+                n += 1
+                if keep is not None and not keep(index):
+                    continue
+                chrom = rec.CHROM
+                contig = cache.get(chrom, False)
+                if contig is False:
+                    contig = cache[chrom] = resolve(chrom)
+                ref = rec.REF
+                alts = rec.ALT
+                if len(alts) == 1 and contig is not None:  # the common case: one plain ALT
+                    alt = alts[0]
+                    if alt in bases and ref in bases and alt != ref:
+                        yield Site(index, chrom, contig, rec.POS, rec.ID or ".", ref, [(0, alt)], [])
+                        continue
+                ref = ref.upper()
+                site = Site(index, chrom, contig, rec.POS, rec.ID or ".", ref, [], [])
+                for i, alt in enumerate(alts or ["."]):
+                    alt = alt.upper() if not alt.startswith("<") else alt
+                    reason = classify_alt(ref, alt)
+                    if reason is None and contig is None:
+                        reason = "unknown_contig"
+                    if reason is None:
+                        site.alts.append((i, alt))
+                    else:
+                        site.skipped.append((i, alt, reason))
+                yield site
+        finally:
+            self.records_read = n
 
     def close(self):
         self._vcf.close()

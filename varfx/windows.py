@@ -133,51 +133,67 @@ def align_bins(geom: Geometry, sel: BinSelection, ref_len: np.ndarray, delta: np
 
 def check_sites(genome, sites: list[Site], geom: Geometry, max_shift: int,
                 ref_policy: str = "skip", short_contigs: str = "error") -> None:
-    """REF against the FASTA, alleles that fit, short contigs: move failing ALTs to ``skipped``."""
+    """REF against the FASTA, alleles that fit, short contigs: move failing ALTs to ``skipped``.
+
+    Vectorised over the sites of each contig (one comparison for all single-base REFs)."""
     room = geom.input_length - geom.center - max_shift  # bases from the variant to the window end
+    by_contig: dict[str, list[Site]] = {}
     for site in sites:
-        if not site.alts:
-            continue
-        clen = genome.length(site.contig)
+        if site.alts:
+            by_contig.setdefault(site.contig, []).append(site)
+    bad_first = None  # the first REF mismatch in input order, for --ref-mismatch error
+    for contig, group in by_contig.items():
+        clen = genome.length(contig)
         if clen < geom.input_length:
             if short_contigs == "skip":
-                site.skip_all("short_contig")
+                for site in group:
+                    site.skip_all("short_contig")
                 continue
             if short_contigs == "error":
                 raise OptionError(
-                    f"contig {site.chrom} ({clen:,} bp) is shorter than the model's {geom.input_length:,}-bp window: "
-                    "pass --short-contigs skip to list its variants as skipped, or --short-contigs pad "
+                    f"contig {group[0].chrom} ({clen:,} bp) is shorter than the model's {geom.input_length:,}-bp "
+                    "window: pass --short-contigs skip to list its variants as skipped, or --short-contigs pad "
                     "to score them on N-padded windows")
-        pos0 = site.pos - 1
-        if pos0 < 0 or pos0 + len(site.ref) > clen:
-            site.skip_all("outside_contig")
-            continue
-        seq = genome.codes(site.contig)
-        if len(site.ref) == 1:  # the common case, without numpy temporaries
-            code = _BASE_CODE.get(site.ref, 4)
-            ok = code == 4 or int(seq[pos0]) == code
-        else:
-            vcf = encode(site.ref)
-            ok = bool(np.all((seq[pos0:pos0 + len(site.ref)] == vcf) | (vcf == 4)))
-        if not ok:
-            fasta = seq[pos0:pos0 + len(site.ref)]
-            if ref_policy == "error":
-                from .encoding import decode
-                raise RefMismatchError(
-                    f"{site.chrom}:{site.pos} REF {site.ref} does not match the FASTA ({decode(fasta)}): "
-                    "check that the FASTA is the genome the VCF was called against, "
-                    "or pass --ref-mismatch skip to list such variants as skipped")
-            site.skip_all("ref_mismatch")
-            continue
-        keep = []
-        for i, alt in site.alts:
-            if max(len(site.ref), len(alt)) > room:
-                site.skipped.append((i, alt, "allele_too_long"))
+        seq = genome.codes(contig)
+        n = len(group)
+        pos0 = np.fromiter((site.pos - 1 for site in group), dtype=np.int64, count=n)
+        rlen = np.fromiter((len(site.ref) for site in group), dtype=np.int64, count=n)
+        inside = (pos0 >= 0) & (pos0 + rlen <= clen)
+        ok = inside.copy()
+        single = np.flatnonzero(inside & (rlen == 1))
+        if single.size:
+            codes = encode("".join([group[i].ref for i in single.tolist()]))
+            ok[single] = (seq[pos0[single]] == codes) | (codes == 4)
+        for i in np.flatnonzero(inside & (rlen > 1)).tolist():
+            vcf = encode(group[i].ref)
+            ok[i] = bool(np.all((seq[pos0[i]:pos0[i] + rlen[i]] == vcf) | (vcf == 4)))
+        for i in np.flatnonzero(~ok).tolist():
+            site = group[i]
+            if not inside[i]:
+                site.skip_all("outside_contig")
+            elif ref_policy == "error":
+                if bad_first is None or site.record < bad_first[0].record:
+                    bad_first = (site, seq[pos0[i]:pos0[i] + rlen[i]])
             else:
-                keep.append((i, alt))
-        if len(keep) != len(site.alts):
+                site.skip_all("ref_mismatch")
+        counts = np.fromiter((len(site.alts) for site in group), dtype=np.int64, count=n)
+        alen = np.fromiter((len(a) for site in group for _, a in site.alts), dtype=np.int64, count=int(counts.sum()))
+        too_long = rlen > room
+        if alen.size and int(alen.max()) > room:
+            too_long |= np.maximum.reduceat(alen, np.concatenate([[0], np.cumsum(counts)[:-1]])) > room
+        for i in np.flatnonzero(too_long & ok).tolist():
+            site = group[i]
+            keep = [(j, a) for j, a in site.alts if max(len(site.ref), len(a)) <= room]
+            site.skipped.extend((j, a, "allele_too_long") for j, a in site.alts if max(len(site.ref), len(a)) > room)
             site.alts = keep
             site.skipped.sort()
+    if bad_first is not None:
+        from .encoding import decode
+        site, fasta = bad_first
+        raise RefMismatchError(
+            f"{site.chrom}:{site.pos} REF {site.ref} does not match the FASTA ({decode(fasta)}): "
+            "check that the FASTA is the genome the VCF was called against, "
+            "or pass --ref-mismatch skip to list such variants as skipped")
 
 
 @dataclass
@@ -205,24 +221,23 @@ def build_windows(genome, sites: list[Site], geom: Geometry, max_shift: int = 0)
     lx = L + 2 * m
     s_n = len(sites)
     ref = np.empty((s_n, lx), dtype=np.uint8)
-    by_contig: dict[str, list[int]] = {}
-    for row, site in enumerate(sites):
-        by_contig.setdefault(site.contig, []).append(row)
-    starts = np.array([site.pos - 1 - c - m for site in sites], dtype=np.int64)
-    for contig, rows in by_contig.items():
-        rows_a = np.asarray(rows)
-        ref[rows_a] = genome.windows(contig, starts[rows_a], lx)
+    starts = np.fromiter((site.pos for site in sites), dtype=np.int64, count=s_n) - (1 + c + m)
+    contigs = [site.contig for site in sites]
+    if contigs.count(contigs[0]) == s_n:  # the usual case: one contig
+        ref[:] = genome.windows(contigs[0], starts, lx)
+    else:
+        by_contig: dict[str, list[int]] = {}
+        for row, contig in enumerate(contigs):
+            by_contig.setdefault(contig, []).append(row)
+        for contig, rows in by_contig.items():
+            rows_a = np.asarray(rows)
+            ref[rows_a] = genome.windows(contig, starts[rows_a], lx)
 
-    ref_row, ref_len, alt_len, alts = [], [], [], []
-    for row, site in enumerate(sites):
-        for _, alt in site.alts:
-            ref_row.append(row)
-            ref_len.append(len(site.ref))
-            alt_len.append(len(alt))
-            alts.append(alt)
-    ref_row_a = np.asarray(ref_row, dtype=np.int64)
-    ref_len_a = np.asarray(ref_len, dtype=np.int64)
-    alt_len_a = np.asarray(alt_len, dtype=np.int64)
+    counts = [len(site.alts) for site in sites]
+    alts = [a for site in sites for _, a in site.alts]
+    ref_row_a = np.repeat(np.arange(s_n, dtype=np.int64), counts)
+    ref_len_a = np.fromiter((len(site.ref) for site in sites), dtype=np.int64, count=s_n)[ref_row_a]
+    alt_len_a = np.fromiter(map(len, alts), dtype=np.int64, count=len(alts))
     alt = ref[ref_row_a]  # a copy: fancy indexing
     col = c + m  # index of the variant in the extended frame
     same = ref_len_a == alt_len_a
