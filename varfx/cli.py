@@ -115,11 +115,13 @@ def backend_options(f):
 @click.option("--block-records", type=int, default=None,
               help="Records per block (default 1,024): the unit of --shard and --resume; shards and resumes of one "
                    "run must use the same.")
+@click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Processes building windows ahead of the model (0: one background thread).")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run (same command) from its last complete block.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def score(vcf, fasta, backend, weights, spec, out, tsv, tsv_long, skipped_tsv, region, ref_mismatch, short_contigs, bins,
           stats, pseudocount, rc, shifts, tracks, batch_size, device, precision, float32, out_vcf, annotation,
-          distance, mask, head, incremental, genotypes, samples, haplotypes, contrast, shard, block_records, resume, quiet):
+          distance, mask, head, incremental, genotypes, samples, haplotypes, contrast, shard, block_records, workers, resume, quiet):
     """Score every ALT allele in VCF with a model: REF vs ALT windows, per-track effects."""
     from .run import score_vcf
 
@@ -129,7 +131,8 @@ def score(vcf, fasta, backend, weights, spec, out, tsv, tsv_long, skipped_tsv, r
                         pseudocount=pseudocount, rc=rc, shifts=shifts, tracks=tracks, batch_size=batch_size,
                         device=device, precision=precision, float32=float32, quiet=quiet, out_vcf=out_vcf,
                         genotypes=genotypes, samples=samples, haplotypes=haplotypes, contrast=contrast,
-                        shard=shard, resume=resume, block_records=block_records, **{k: v for k, v in {"spec": spec, "annotation": annotation, "distance": distance,
+                        shard=shard, resume=resume, block_records=block_records,
+                        workers=workers, **{k: v for k, v in {"spec": spec, "annotation": annotation, "distance": distance,
                                              "mask": mask, "head": head, "incremental": incremental}.items()
                            if v is not None})
     click.echo(summary.report(), err=True)

@@ -60,3 +60,74 @@ def prefetch(items: Iterator[T], depth: int = 4) -> Iterator[T]:
     finally:
         stop.set()
         thread.join()
+
+
+class WorkerInfo:
+    """What the worker processes report at the end (records read from the VCF)."""
+
+    def __init__(self):
+        self.records_read = 0
+
+
+def _worker_main(make, w: int, workers: int, q) -> None:
+    try:
+        stream, reader = make(w, workers)
+        for item in stream:
+            q.put(item)
+        q.put(("done", reader.records_read))
+    except BaseException as exc:  # handed to the consumer, which re-raises it
+        try:
+            q.put(_Failure(exc))
+        except Exception:  # an exception that does not pickle
+            q.put(_Failure(RuntimeError(f"{type(exc).__name__}: {exc}")))
+
+
+def worker_batches(make, workers: int, info: WorkerInfo, depth: int = 2) -> Iterator:
+    """Batches built by ``workers`` processes, in block order.
+
+    ``make(w, workers)`` (picklable: a module-level function or a partial of one) runs in process ``w``
+    and returns ``(batches, reader)``: a generator of batches (each with a ``block``), in increasing
+    block order, for the blocks that worker owns, and the reader whose ``records_read`` it reports.
+    The streams are merged by block, so the consumer sees exactly the batches, in exactly the order,
+    that one producer would give.  Batches carry uint8 base codes, not one-hot tensors.
+    """
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")  # the parent holds torch threads: no fork
+    queues = [ctx.Queue(maxsize=depth) for _ in range(workers)]
+    procs = [ctx.Process(target=_worker_main, args=(make, w, workers, queues[w]), daemon=True,
+                         name=f"varfx-worker-{w}") for w in range(workers)]
+    for p in procs:
+        p.start()
+    heads: dict[int, object] = {}
+    live = set(range(workers))
+    try:
+        def fill(w):
+            while w not in heads and w in live:
+                try:
+                    obj = queues[w].get(timeout=1.0)
+                except queue.Empty:
+                    if not procs[w].is_alive():
+                        raise RuntimeError(f"window-building worker {w} died (exit code {procs[w].exitcode})")
+                    continue
+                if isinstance(obj, _Failure):
+                    raise obj.exc
+                if isinstance(obj, tuple) and obj and obj[0] == "done":
+                    info.records_read = max(info.records_read, obj[1])
+                    live.discard(w)
+                    return
+                heads[w] = obj
+
+        while True:
+            for w in list(live):
+                fill(w)
+            if not heads:
+                break
+            w = min(heads, key=lambda k: heads[k].block)
+            yield heads.pop(w)
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+        for p in procs:
+            p.join(timeout=5)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import hashlib
 import json
@@ -25,7 +26,7 @@ from .predict import Predictor, parse_shifts, resolve_device
 from .scores import DEFAULT_STATS, PROFILE_STATS, Aligned, parse_stats, profile_stats, variant_stats
 from .tracks import select_tracks, strand_permutation, with_strand_partners
 from .variants import Site, VariantReader
-from .prefetch import prefetch
+from .prefetch import WorkerInfo, prefetch, worker_batches
 from .windows import (INDEL_ALIGNMENT, BinSelection, WindowBatch, align_bins, build_windows,
                       check_sites)
 from .blocks import BLOCK_LINE, BLOCK_RECORDS, SHARD_LINE, VOLATILE, Staging, parse_shard
@@ -197,6 +198,21 @@ def _prepare(reader, genome, geom, sel, margin, per_window, unit, ref_policy, sh
             sites, seqs = [], 0
     if sites:
         yield emit()
+
+
+def _producer(recipe: dict, w: int, workers: int):
+    """In worker process ``w`` of ``workers``: the batches of the blocks it owns (``--workers``)."""
+    genome = Genome(recipe["fasta"])
+    block, (k, n), done = recipe["block"], recipe["shard"], recipe["done"]
+
+    def keep(rec: int) -> bool:
+        b = rec // block
+        return b % n == k - 1 and b not in done and (b // n) % workers == w
+
+    reader = VariantReader(recipe["vcf"], genome.resolve, regions=recipe["regions"], keep=keep)
+    gen = _prepare(reader, genome, recipe["geom"], recipe["sel"], recipe["margin"], recipe["per_window"],
+                   recipe["unit"], recipe["ref_policy"], recipe["short_contigs"], recipe["all_bins"], block)
+    return gen, reader
 
 
 def check_block_records(n: int | None) -> int | None:
@@ -505,7 +521,7 @@ def score_vcf(vcf, fasta, backend: str | Backend, weights=None, out=None, tsv=No
               batch_size: int = 64, device: str = "auto", precision: str = "fp32", float32: bool = False,
               quiet: bool = True, write_chunk: int = 4096, prefetch_depth: int = 2,
               genotypes=None, samples=None, haplotypes: str | None = None, contrast: bool = False,
-              shard=None, resume: bool = False, block_records: int | None = None,
+              shard=None, resume: bool = False, block_records: int | None = None, workers: int = 0,
               **backend_options) -> RunSummary:
     """Score every ALT allele of a VCF with a model; write HDF5 (and TSV) outputs.
 
@@ -516,6 +532,8 @@ def score_vcf(vcf, fasta, backend: str | Backend, weights=None, out=None, tsv=No
     if (shard is not None or resume) and isinstance(backend, str) and backend_class(backend).score_vcf is not None:
         raise OptionError(f"--shard and --resume are not available with --backend {backend} yet: "
                           "split the VCF by region instead (--region)")
+    if workers < 0:
+        raise OptionError("--workers must be 0 (a thread builds windows) or more (worker processes)")
     if genotypes is None:
         for flag, value in (("--samples", samples), ("--haplotypes", haplotypes), ("--contrast", contrast or None)):
             if value is not None:
@@ -523,6 +541,8 @@ def score_vcf(vcf, fasta, backend: str | Backend, weights=None, out=None, tsv=No
     else:
         if tsv_long is not None or out_vcf is not None:
             raise OptionError("with --genotypes, write --out (HDF5) and/or --tsv (one row per variant and sample)")
+        if workers:
+            raise OptionError("--workers is not available with --genotypes yet: windows are built in a thread")
         if isinstance(backend, str) and backend_class(backend).score_vcf is not None:
             raise OptionError(f"--genotypes does not apply to --backend {backend}")
         from .personal_run import score_personal
@@ -602,10 +622,19 @@ def score_vcf(vcf, fasta, backend: str | Backend, weights=None, out=None, tsv=No
         k, n = shard or (1, 1)
         reader.keep = lambda rec: (rec // bsize) % n == k - 1 and (rec // bsize) not in done
         bar = tqdm(unit=" variants", disable=quiet, file=sys.stderr, dynamic_ncols=True, mininterval=0.5)
-        batches = _prepare(reader, genome, geom, sel, predictor.margin, predictor.members_per_window,
-                           work_unit(batch_size, geom.input_length), ref_mismatch, short_contigs,
-                           all_bins=bool(prof_stats), block=bsize)
-        ahead = prefetch(batches, depth=prefetch_depth)
+        unit = work_unit(batch_size, geom.input_length)
+        source = reader
+        if workers:
+            recipe = {"vcf": vcf, "regions": list(reader.regions), "fasta": genome.path, "geom": geom, "sel": sel,
+                      "margin": predictor.margin, "per_window": predictor.members_per_window, "unit": unit,
+                      "ref_policy": ref_mismatch, "short_contigs": short_contigs, "all_bins": bool(prof_stats),
+                      "block": bsize, "shard": (k, n), "done": set(done)}
+            source = WorkerInfo()
+            ahead = worker_batches(functools.partial(_producer, recipe), workers, source, depth=prefetch_depth)
+        else:
+            batches = _prepare(reader, genome, geom, sel, predictor.margin, predictor.members_per_window,
+                               unit, ref_mismatch, short_contigs, all_bins=bool(prof_stats), block=bsize)
+            ahead = prefetch(batches, depth=prefetch_depth)
         with fewer_collections():
             for batch in ahead:
                 blocks.begin(batch.block)
@@ -620,7 +649,7 @@ def score_vcf(vcf, fasta, backend: str | Backend, weights=None, out=None, tsv=No
                     n_done += blocks.add_scored(batch.sites, res)
                 bar.update(n_done)
         bar.close()
-        blocks.assemble(summary, reader, t0, attrs)
+        blocks.assemble(summary, source, t0, attrs)
     except BaseException as exc:
         if blocks is not None:
             blocks.abort(exc)

@@ -248,11 +248,15 @@ def build_windows(genome, sites: list[Site], geom: Geometry, max_shift: int = 0)
         rows = np.repeat(idx, lens)
         offs = np.arange(rows.size) - np.repeat(np.cumsum(lens) - lens, lens)
         alt[rows, col + offs] = codes
-    for i in np.flatnonzero(~same):  # indels and complex pairs: splice and refill on the right
-        site = sites[ref_row_a[i]]
-        a = encode(alts[i])
-        tail_len = lx - col - len(a)
-        tail_start = site.pos - 1 + len(site.ref)
-        alt[i, col:col + len(a)] = a
-        alt[i, col + len(a):] = genome.windows(site.contig, np.array([tail_start]), tail_len)[0]
+    diff = np.flatnonzero(~same)
+    if diff.size:  # indels and complex pairs: splice, and refill on the right from after the REF allele
+        tail_start = starts[ref_row_a[diff]] + col + ref_len_a[diff]
+        tails = np.empty((diff.size, lx - col), dtype=np.uint8)
+        for contig in set(contigs[r] for r in ref_row_a[diff].tolist()):
+            rows = np.array([k for k, r in enumerate(ref_row_a[diff].tolist()) if contigs[r] == contig])
+            tails[rows] = genome.windows(contig, tail_start[rows], lx - col)
+        for k, i in enumerate(diff.tolist()):
+            a = encode(alts[i])[: lx - col]
+            alt[i, col:col + a.size] = a
+            alt[i, col + a.size:] = tails[k, : lx - col - a.size]
     return WindowBatch(ref, alt, ref_row_a, ref_len_a, alt_len_a - ref_len_a, m)
