@@ -412,7 +412,7 @@ def score_personal(vcf, fasta, backend, weights=None, out=None, tsv=None, *, gen
                    ref_mismatch: str = "skip", short_contigs: str = "error", bins: str | None = None, stats=None,
                    pseudocount: float = 1.0, rc: bool = False, shifts=None, tracks: str | None = None,
                    batch_size: int = 64, device: str = "auto", precision: str = "fp32", float32: bool = False,
-                   quiet: bool = True, write_chunk: int = 1024, prefetch_depth: int = 2, dedupe: bool = True,
+                   quiet: bool = True, prefetch_depth: int = 2, dedupe: bool = True,
                    shard=None, resume: bool = False, block_records: int | None = None,
                    **backend_options) -> RunSummary:
     """Score every ALT of ``vcf`` on each sample's own background (docs/personal.md)."""
@@ -473,9 +473,8 @@ def score_personal(vcf, fasta, backend, weights=None, out=None, tsv=None, *, gen
                 extra.update({f"{pre}summary/{s}/{m}": ((), np.float32) for m in SUMMARIES})
         extra["dosage"] = ((len(cohort.samples),), np.int8)
         extra["in_cohort"] = ((), np.uint8)
-        # rows held before writing, and records per block: about 64 MB of float32 scores
+        # records per block (held in memory, then saved as one fragment): about 64 MB of float32 scores
         per_variant = int(np.prod(s_inner)) * max(1, t_n) * len(mr.stats) * len(prefixes) * 4
-        write_chunk = max(1, min(write_chunk, (64 << 20) // per_variant))
         bsize = check_block_records(block_records) or records_per_block(per_variant)
         attrs["block_records"] = bsize
         finals = {"out": out, "tsv": tsv, "skipped_tsv": skipped_tsv}

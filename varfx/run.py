@@ -519,7 +519,7 @@ def score_vcf(vcf, fasta, backend: str | Backend, weights=None, out=None, tsv=No
               bins: str | None = None,
               stats=None, pseudocount: float = 1.0, rc: bool = False, shifts=None, tracks: str | None = None,
               batch_size: int = 64, device: str = "auto", precision: str = "fp32", float32: bool = False,
-              quiet: bool = True, write_chunk: int = 4096, prefetch_depth: int = 2,
+              quiet: bool = True, prefetch_depth: int = 2,
               genotypes=None, samples=None, haplotypes: str | None = None, contrast: bool = False,
               shard=None, resume: bool = False, block_records: int | None = None, workers: int = 0,
               **backend_options) -> RunSummary:
