@@ -65,37 +65,57 @@ def parse_shard(text) -> tuple[int, int] | None:
 
 
 class Staging:
-    """The fragments of one run, under ``NAME.parts/`` beside the run's first output."""
+    """The fragments of one run, under ``NAME.parts/`` beside the run's first output; a lock on the
+    folder keeps a second run (say, a retry started while the first still runs) out of it."""
 
     def __init__(self, first_output: Path, manifest: dict, resume: bool):
         self.dir = Path(first_output).with_name(Path(first_output).name + PARTS)
         self.manifest = manifest
-        if self.dir.exists():
-            if not resume:
-                raise OptionError(f"{self.dir} holds an interrupted run: continue it with --resume (the same command "
-                                  f"and settings), or delete that folder to start again")
-            try:
-                old = json.loads((self.dir / "manifest.json").read_text())
-            except (OSError, ValueError):
-                raise OptionError(f"{self.dir} has no readable manifest.json: delete the folder to start again")
-            diff = _differences(old, manifest)
-            if diff:
-                raise OptionError(f"--resume: the interrupted run in {self.dir} used different settings or inputs "
-                                  f"({', '.join(diff[:6])}); rerun it with the same ones, or delete {self.dir} "
-                                  "to start again")
-            for p in self.dir.iterdir():  # leftovers of an unfinished block are rewritten
-                if p.name != "manifest.json" and p.suffix != ".npz":
-                    p.unlink()
-        else:  # the folder appears with its manifest (a run stopped in between leaves no folder without one)
-            tmp = self.dir.with_name(self.dir.name + ".tmp")
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir()
-            _write_atomic(tmp / "manifest.json", json.dumps(manifest, sort_keys=True, default=str))
-            os.rename(tmp, self.dir)
+        self._lock = None
+        try:
+            if self.dir.exists():
+                self._take_lock()
+                if not resume:
+                    raise OptionError(f"{self.dir} holds an interrupted run: continue it with --resume (the same command "
+                                      f"and settings), or delete that folder to start again")
+                try:
+                    old = json.loads((self.dir / "manifest.json").read_text())
+                except (OSError, ValueError):
+                    raise OptionError(f"{self.dir} has no readable manifest.json: delete the folder to start again")
+                diff = _differences(old, manifest)
+                if diff:
+                    raise OptionError(f"--resume: the interrupted run in {self.dir} used different settings or inputs "
+                                      f"({', '.join(diff[:6])}); rerun it with the same ones, or delete {self.dir} "
+                                      "to start again")
+                for p in self.dir.iterdir():  # leftovers of an unfinished block are rewritten
+                    if p.name not in ("manifest.json", "lock") and p.suffix != ".npz":
+                        p.unlink()
+            else:  # the folder appears with its manifest (a run stopped in between leaves no folder without one)
+                tmp = self.dir.with_name(self.dir.name + ".tmp")
+                shutil.rmtree(tmp, ignore_errors=True)
+                tmp.mkdir()
+                self._take_lock(tmp)  # held from the start: a run started meanwhile (a retry) is kept out
+                _write_atomic(tmp / "manifest.json", json.dumps(manifest, sort_keys=True, default=str))
+                os.rename(tmp, self.dir)
+        except BaseException:
+            self.release()
+            raise
         self.done: dict[int, dict] = {}
         for p in self.dir.glob("b*.npz"):
             with np.load(p) as z:
                 self.done[int(p.stem[1:])] = json.loads(str(z["info"]))
+
+    def _take_lock(self, folder: Path | None = None) -> None:
+        import fcntl
+
+        self._lock = open((folder or self.dir) / "lock", "a")
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._lock.close()
+            self._lock = None
+            raise OptionError(f"another varfx run is writing to {self.dir}: wait for it to end (or stop it) "
+                              "before starting this one")
 
     def path(self, block: int, suffix: str) -> Path:
         return self.dir / f"b{block:09d}{suffix}"
@@ -115,18 +135,40 @@ class Staging:
 
     def remove(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
+        self.release()
+
+    def release(self) -> None:
+        if self._lock is not None:
+            self._lock.close()  # closing the file releases the lock
+            self._lock = None
+
+
+#: input paths and the hashes that identify those inputs: runs, shards and resumes compare the hashes, so
+#: the paths as written may differ (relative in one job, absolute in another)
+INPUT_HASHES = {"vcf": "vcf_sha256", "fasta": "fasta_fai_sha256", "weights": "weights_sha256",
+                "genotypes": "genotypes_sha256"}
+
+
+def _comparable(settings: dict) -> dict:
+    """Settings without the input paths whose hashes they carry."""
+    return {k: v for k, v in settings.items() if not (k in INPUT_HASHES and INPUT_HASHES[k] in settings)}
+
+
+def _setting_differences(a: dict, b: dict) -> list[str]:
+    a, b = _comparable(a), _comparable(b)
+    return [x for x in sorted(set(a) | set(b)) if a.get(x) != b.get(x)]
 
 
 def _differences(old: dict, new: dict) -> list[str]:
     """What differs between two run manifests: the settings by their own names (stats, weights_sha256,
-    vcf_sha256, block_records, …), the rest ('outputs', 'shard') by theirs."""
+    vcf_sha256, block_records, …; input paths through their hashes), the rest ('outputs', 'shard') by theirs."""
     diff = []
     for k in sorted(set(old) | set(new)):
         a, b = old.get(k), new.get(k)
         if a == b:
             continue
         if isinstance(a, dict) and isinstance(b, dict) and k == "settings":
-            diff += [x for x in sorted(set(a) | set(b)) if a.get(x) != b.get(x)]
+            diff += _setting_differences(a, b)
         else:
             diff.append(k)
     return diff
@@ -257,7 +299,7 @@ def merge_h5(inputs: list[Path], out: Path) -> dict:
     for (p, (k, n, b, s, r)), layout in zip(meta, layouts):
         if n != n0:
             raise InputError(f"{p} is shard {k}/{n} but {ref_p} is {k0}/{n0}: give shards of one run")
-        diff = [x for x in sorted(set(s) | set(s0)) if s.get(x) != s0.get(x)]
+        diff = _setting_differences(s, s0)
         diff += [f"dataset {x}: " + " vs ".join(f"{np.dtype(v[0]).name} {v[1]}" if v else "none"
                                                 for v in (layout.get(x), layouts[0].get(x)))
                  for x in sorted(set(layout) | set(layouts[0])) if layout.get(x) != layouts[0].get(x)][:1]
@@ -306,6 +348,8 @@ def merge_h5(inputs: list[Path], out: Path) -> dict:
                     key = f"sample_counts/{name}"
                     total = counts[key][0] if key in counts else 0
                     counts[key] = (total + ds[()], {k: v for k, v in ds.attrs.items()})
+    for key in ("skipped_by_reason", "float16_overflow"):
+        attrs[key] = dict(sorted(attrs.get(key, {}).items()))
     attrs["records_read"] = r0
     attrs["shard"] = ""
     attrs["merged_from"] = [str(p) for p in order]
@@ -346,6 +390,8 @@ def merge_text(inputs: list[Path], out: Path) -> None:
         info = json.loads(first.split("\t", 1)[1])
         k, n = parse_shard(info["shard"])
         settings = {x: v for x, v in info.items() if x != "shard"}  # includes n_blocks
+        if isinstance(settings.get("settings"), dict):
+            settings["settings"] = _comparable(settings["settings"])
         if n0 is None:
             n0, ref = n, (p, settings, header)
         elif n != n0:

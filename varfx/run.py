@@ -222,8 +222,8 @@ def check_block_records(n: int | None) -> int | None:
 
 
 def run_manifest(attrs: dict, finals: dict, shard) -> dict:
-    """What a resumed run must share with the interrupted one: settings, inputs (hashes), outputs."""
-    return {"settings": json.loads(json.dumps(attrs, default=str)),
+    """What a resumed run must share with the interrupted one: settings, inputs (by their hashes), outputs."""
+    return {"settings": json.loads(json.dumps({k: v for k, v in attrs.items() if k not in VOLATILE}, default=str)),
             "outputs": {k: str(Path(p).resolve()) for k, p in finals.items() if p is not None},
             "shard": f"{shard[0]}/{shard[1]}" if shard else ""}
 
@@ -346,6 +346,8 @@ class BlockOutputs:
         self.block = None
         if isinstance(exc, VarfxError) or not self.staging.done:
             self.staging.remove()
+        else:
+            self.staging.release()
 
     def totals(self, summary: "RunSummary") -> list[dict]:
         """Add up the committed blocks into ``summary``; return their infos in block order."""
@@ -399,7 +401,8 @@ class BlockOutputs:
             summary.seconds = time.perf_counter() - t0
             final = {"records_read": summary.records_read, "variants": summary.variants,
                      "variants_scored": summary.scored, "variants_skipped": summary.skipped_total,
-                     "skipped_by_reason": dict(summary.skipped), "float16_overflow": summary.float16_overflow,
+                     "skipped_by_reason": dict(sorted(summary.skipped.items())),
+                     "float16_overflow": summary.float16_overflow,
                      "seconds": round(summary.seconds, 3), "shard": shard}
             for w in writers:
                 w.finish(final)
