@@ -376,7 +376,7 @@ BLOCK_LINE = "#varfx-block"
 
 def merge_text(inputs: list[Path], out: Path) -> None:
     """Merge the TSV outputs of ``--shard 1/N … N/N`` (their ``#varfx-…`` lines) into one table."""
-    heads, found, n0, ref = {}, {}, None, None
+    found, n0, ref = {}, None, None
     for p in inputs:
         p = Path(p)
         if not p.is_file():
@@ -400,11 +400,14 @@ def merge_text(inputs: list[Path], out: Path) -> None:
             raise InputError(f"{p} and {ref[0]} come from different settings or inputs: merge shards of one run")
         found.setdefault(k, []).append(p)
     _check_set(found, n0)
+    if ref[2].startswith("sample\t"):  # per-sample genotype counts (NAME.samples.tsv): the sums
+        _merge_counts([found[k][0] for k in range(1, n0 + 1)], out, ref[2])
+        return
     # index each shard's blocks: byte offsets of their rows
     offsets = {}
     for k in range(1, n0 + 1):
         p = found[k][0]
-        idx, pos = {}, 0
+        idx = {}
         with open(p, "rb") as fh:
             fh.readline()
             fh.readline()
@@ -447,6 +450,25 @@ def merge_text(inputs: list[Path], out: Path) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _merge_counts(paths: list[Path], out: Path, header: str) -> None:
+    """Per-sample count tables of the shards of one run -> one table of their sums."""
+    total: dict[str, list[int]] = {}
+    order: list[str] = []
+    for p in paths:
+        with open(p) as fh:
+            for line in fh:
+                if line == header or line.startswith("#"):
+                    continue
+                name, *vals = line.rstrip("\n").split("\t")
+                if name not in total:
+                    total[name] = [0] * len(vals)
+                    order.append(name)
+                total[name] = [a + int(b) for a, b in zip(total[name], vals)]
+    tmp = partial_path(Path(out))
+    tmp.write_text(header + "".join(f"{n}\t" + "\t".join(map(str, total[n])) + "\n" for n in order))
+    os.replace(tmp, out)
 
 
 def merge_outputs(inputs: list[Path], out: Path) -> None:

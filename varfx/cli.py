@@ -35,8 +35,8 @@ class VarfxGroup(click.Group):
             rv = super().main(args, prog_name or "varfx", complete_var, standalone_mode=False, **extra)
         except click.exceptions.Exit as exc:
             sys.exit(exc.exit_code)
-        except click.exceptions.Abort:
-            fail("aborted", 130)
+        except click.exceptions.Abort:  # click's form of Ctrl-C
+            fail("interrupted (run the same command with --resume to continue)", 130)
         except click.UsageError as exc:
             hint = f" (see '{exc.ctx.command_path} -h')" if exc.ctx is not None else ""
             fail(exc.format_message().replace("\n", " ") + hint, exc.exit_code)

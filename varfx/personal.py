@@ -525,9 +525,6 @@ class Haplotypes:
         p = focal.pos0[v]
         anchor = self.coord(p, rows)
         use_alt = (which == 1) | ((which == 2) & focal.carries[v, rows]) if focal.carries is not None else which == 1
-        ref_len = np.array([focal.ref[i].shape[0] for i in v.tolist()], dtype=np.int64)
-        alt_len = np.array([focal.alt[i].shape[0] for i in v.tolist()], dtype=np.int64)
-        allele_len = np.where(use_alt, alt_len, ref_len)
         # pairs whose haplotype carries an applied allele over the focal REF that changes length or
         # reaches outside it are built piece by piece; the rest are cut in bulk
         slow = np.zeros(n, dtype=bool)

@@ -69,12 +69,23 @@ class WorkerInfo:
         self.records_read = 0
 
 
-def _worker_main(make, w: int, workers: int, q) -> None:
+def _worker_main(make, w: int, workers: int, q, parent: int) -> None:
+    import os
+
+    def put(obj):  # stop when the parent is gone (killed): nobody would read the queue
+        while True:
+            try:
+                q.put(obj, timeout=1.0)
+                return
+            except queue.Full:
+                if os.getppid() != parent:
+                    os._exit(1)
+
     try:
         stream, reader = make(w, workers)
         for item in stream:
-            q.put(item)
-        q.put(("done", reader.records_read))
+            put(item)
+        put(("done", reader.records_read))
     except BaseException as exc:  # handed to the consumer, which re-raises it
         try:
             q.put(_Failure(exc))
@@ -95,7 +106,9 @@ def worker_batches(make, workers: int, info: WorkerInfo, depth: int = 2) -> Iter
 
     ctx = mp.get_context("spawn")  # the parent holds torch threads: no fork
     queues = [ctx.Queue(maxsize=depth) for _ in range(workers)]
-    procs = [ctx.Process(target=_worker_main, args=(make, w, workers, queues[w]), daemon=True,
+    import os
+
+    procs = [ctx.Process(target=_worker_main, args=(make, w, workers, queues[w], os.getpid()), daemon=True,
                          name=f"varfx-worker-{w}") for w in range(workers)]
     for p in procs:
         p.start()

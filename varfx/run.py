@@ -594,9 +594,9 @@ def score_vcf(vcf, fasta, backend: str | Backend, weights=None, out=None, tsv=No
     genome = Genome(fasta)
     mr = ModelRun(backend, weights, backend_options, stats, tracks, rc, shifts, precision, batch_size, device,
                   pseudocount)
-    model, predictor, geom, dev = mr.model, mr.predictor, mr.geom, mr.device
+    predictor, geom = mr.predictor, mr.geom
     reader = VariantReader(vcf, genome.resolve, regions=[region] if isinstance(region, str) else region)
-    track_stats, prof_stats = mr.track_stats, mr.prof_stats
+    prof_stats = mr.prof_stats
     attrs = {
         "varfx_version": __version__,
         **mr.attrs(),
