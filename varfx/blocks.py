@@ -374,6 +374,13 @@ SHARD_LINE = "#varfx-shard"
 BLOCK_LINE = "#varfx-block"
 
 
+def shard_line(shard: tuple[int, int], records_read: int, attrs: dict) -> str:
+    """The line after a shard table's header: the shard, its run's block count and settings."""
+    info = {"shard": f"{shard[0]}/{shard[1]}", "n_blocks": -(-records_read // attrs["block_records"]),
+            "settings": {k: v for k, v in attrs.items() if k not in VOLATILE}}
+    return SHARD_LINE + "\t" + json.dumps(info, sort_keys=True, default=str) + "\n"
+
+
 def merge_text(inputs: list[Path], out: Path) -> None:
     """Merge the TSV outputs of ``--shard 1/N … N/N`` (their ``#varfx-…`` lines) into one table."""
     found, n0, ref = {}, None, None

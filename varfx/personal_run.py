@@ -8,7 +8,6 @@ every site in it is cut from them.
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from .errors import InputError, OptionError
 from .genome import Genome
 from .personal import COUNTS, Block, Cohort, Focal, Haplotypes, pair_codes, parse_samples, span_margin
 from .prefetch import prefetch
-from .blocks import BLOCK_RECORDS, SHARD_LINE, VOLATILE, parse_shard
+from .blocks import BLOCK_RECORDS, parse_shard, shard_line
 from .blocks import block_records as records_per_block
 from .run import (INDEL_ALIGNMENT, REF_POLICIES, SHORT_CONTIG_POLICIES, BlockOutputs, ModelRun, RunSummary,
                   check_block_records, check_out, fewer_collections, run_manifest, sha256,
@@ -523,14 +522,9 @@ def score_personal(vcf, fasta, backend, weights=None, out=None, tsv=None, *, gen
         groups = {f"sample_counts/{k}": (v, {"description": COUNTS[k]}) for k, v in counts.items()}
         texts = {}
         if counts_tsv is not None:
-            shard_line = ""
-            if shard:  # so that `varfx merge` can check the set and add the shards' counts up
-                n_blocks = -(-reader.records_read // bsize)
-                shard_line = SHARD_LINE + "\t" + json.dumps(
-                    {"shard": f"{shard[0]}/{shard[1]}", "n_blocks": n_blocks,
-                     "settings": {k: v for k, v in attrs.items() if k not in VOLATILE}}, sort_keys=True,
-                    default=str) + "\n"
-            texts[counts_tsv] = "sample\t" + "\t".join(COUNTS) + "\n" + shard_line + "".join(
+            # in a shard, the shard line lets `varfx merge` check the set and add the counts up
+            line = shard_line(shard, reader.records_read, attrs) if shard else ""
+            texts[counts_tsv] = "sample\t" + "\t".join(COUNTS) + "\n" + line + "".join(
                 f"{name}\t" + "\t".join(str(int(counts[k][i])) for k in COUNTS) + "\n"
                 for i, name in enumerate(cohort.samples))
         attrs["ref_mismatch_records"] = cohort.ref_mismatch

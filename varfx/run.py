@@ -29,7 +29,7 @@ from .variants import Site, VariantReader
 from .prefetch import WorkerInfo, prefetch, worker_batches
 from .windows import (INDEL_ALIGNMENT, BinSelection, WindowBatch, align_bins, build_windows,
                       check_sites)
-from .blocks import BLOCK_LINE, BLOCK_RECORDS, SHARD_LINE, VOLATILE, Staging, parse_shard
+from .blocks import BLOCK_LINE, BLOCK_RECORDS, VOLATILE, Staging, parse_shard, shard_line
 from .writers import H5Writer, SkippedTSVWriter, TSVWriter, VariantRows
 
 REF_POLICIES = ("skip", "error")
@@ -373,10 +373,9 @@ class BlockOutputs:
         try:
             texts_out = [w for w in writers if hasattr(w, "fh")]
             if self.shard:  # merge needs the shard's settings and where each block starts
-                info = {"shard": shard, "n_blocks": -(-summary.records_read // attrs["block_records"]),
-                        "settings": {k: v for k, v in attrs.items() if k not in VOLATILE}}
+                line = shard_line(self.shard, summary.records_read, attrs)
                 for w in texts_out:
-                    w.fh.write(SHARD_LINE + "\t" + json.dumps(info, sort_keys=True, default=str) + "\n")
+                    w.fh.write(line)
             for b in blocks:
                 for w in texts_out if self.shard else ():
                     w.fh.write(f"{BLOCK_LINE}\t{b}\n")
