@@ -325,21 +325,28 @@ print(json.dumps({"import_s": t_import - t0, "total_s": time.perf_counter() - t0
 # running and timing
 
 def timed(cmd: list[str], env: dict, log: Path) -> dict:
-    """Run cmd to completion; wall seconds, CPU seconds of it and its children, load before."""
+    """Run cmd in the log's folder (Lightning writes lightning_logs/ into the working directory) to
+    completion; wall seconds, CPU seconds of it and its children, load average before."""
     load = os.getloadavg()[0]
     ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     with open(log, "a") as fh:
         fh.write(f"\n$ {' '.join(cmd)}\n")
         fh.flush()
-        r = subprocess.run(cmd, env=env, stdout=fh, stderr=fh)
+        r = subprocess.run(cmd, env=env, stdout=fh, stderr=fh, cwd=log.parent)
     wall = time.perf_counter() - t0
     ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     if r.returncode != 0:
         raise SystemExit(f"failed ({r.returncode}): {' '.join(cmd)}\n--- last lines of {log}:\n"
                          + "".join(open(log).readlines()[-30:]))
     cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
-    return {"wall": wall, "cpu": cpu, "load": load}
+    res = {"wall": wall, "cpu": cpu, "load": load}
+    with open(log) as fh:                      # a peer driver's last line: its own import and total times
+        tail = fh.readlines()[-3:]
+    for line in tail:
+        if line.startswith('{"import_s"'):
+            res.update(json.loads(line))
+    return res
 
 
 def varfx_cmd(vcf, fasta, model, out, batch, extra=()) -> list[str]:
@@ -400,8 +407,8 @@ def main():
     ap.add_argument("--venv", default="/tmp/varfx-peer-venv", help="the peers' virtual environment (made if needed)")
     ap.add_argument("--grelu-version", default=GRELU_VERSION)
     ap.add_argument("--peers", default="grelu,tangermeme")
-    ap.add_argument("--variants", type=int, default=5000, help="SNVs for the example model")
-    ap.add_argument("--big-variants", type=int, default=400, help="SNVs for the Enformer-shaped model (0: skip it)")
+    ap.add_argument("--variants", default="5000", help="SNVs for the example model (a comma list: one run each)")
+    ap.add_argument("--big-variants", default="400", help="SNVs for the Enformer-shaped model (0: skip it)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--batch-size", type=int, default=64, help="sequences per forward pass (REF + ALT), all tools")
@@ -412,7 +419,7 @@ def main():
     a = ap.parse_args()
     peers = [p for p in a.peers.split(",") if p]
 
-    work = Path(a.workdir) if a.workdir else Path(tempfile.mkdtemp(prefix="peer_bench_"))
+    work = (Path(a.workdir) if a.workdir else Path(tempfile.mkdtemp(prefix="peer_bench_"))).resolve()
     work.mkdir(parents=True, exist_ok=True)
     log = work / "log.txt"
     print(f"work folder: {work}", file=sys.stderr)
@@ -432,9 +439,11 @@ def main():
     (work / "grelu_driver.py").write_text(GRELU_DRIVER)
     (work / "tangermeme_driver.py").write_text(TANGERMEME_DRIVER)
 
-    models = [("example", ROOT / "examples" / "model.pt", a.variants)]
-    if a.big_variants > 0:
-        models.append(("Enformer-shaped", build_enformer_shaped(work / "enformer_shaped.pt"), a.big_variants))
+    sizes = lambda text: [int(x) for x in str(text).split(",") if x.strip() and int(x) > 0]  # noqa: E731
+    models = [("example", ROOT / "examples" / "model.pt", n) for n in sizes(a.variants)]
+    if sizes(a.big_variants):
+        big = build_enformer_shaped(work / "enformer_shaped.pt")
+        models += [("Enformer-shaped", big, n) for n in sizes(a.big_variants)]
 
     env = dict(os.environ, OMP_NUM_THREADS=str(a.threads), MKL_NUM_THREADS=str(a.threads), PYTHONWARNINGS="ignore")
     import torch
@@ -444,27 +453,28 @@ def main():
     for label, model, n in models:
         spec = json.loads(model.with_suffix(".json").read_text())
         bins = selected_bins(spec)
-        vcf = work / f"{model.stem}_{n}.vcf"
+        tag = f"{model.stem}_{n}"
+        vcf = work / f"{tag}.vcf"
         make_vcf(fasta, n, spec["input_length"], vcf)
         tracks = [t["id"] if isinstance(t, dict) else t for t in spec["tracks"]]
         base_cfg = {"vcf": str(vcf), "fasta": str(fasta), "model": str(model), "input_length": spec["input_length"],
                     "nlc": spec.get("input_layout", "NLC") == "NLC", "tracks": tracks, "bins": bins,
                     "threads": a.threads, "batch": a.batch_size, "workers": a.workers}
-        runs = {"varfx": (varfx_cmd(vcf, fasta, model, work / f"{label}_varfx.h5", a.batch_size), None)}
+        runs = {"varfx": (varfx_cmd(vcf, fasta, model, work / f"{tag}_varfx.h5", a.batch_size), None)}
         if "grelu" in peers:
-            runs["varfx --shifts 1"] = (varfx_cmd(vcf, fasta, model, work / f"{label}_varfx_s1.h5", a.batch_size,
+            runs["varfx --shifts 1"] = (varfx_cmd(vcf, fasta, model, work / f"{tag}_varfx_s1.h5", a.batch_size,
                                                   ["--shifts", "1"]), None)
             # gReLU runs float32 matmuls in bfloat16 on CPUs that have it (see GRELU_DRIVER); the example
             # model has no matmuls, the Enformer-shaped one also runs with that switched off
             variants_ = [("grelu", False)] + ([("grelu fp32 matmul", True)] if label != "example" else [])
             for key, fp32 in variants_:
-                cfg = dict(base_cfg, out=str(work / f"{label}_{key.replace(' ', '_')}.npy"), fp32_matmul=fp32)
-                p = work / f"{label}_{key.replace(' ', '_')}.json"
+                cfg = dict(base_cfg, out=str(work / f"{tag}_{key.replace(' ', '_')}.npy"), fp32_matmul=fp32)
+                p = work / f"{tag}_{key.replace(' ', '_')}.json"
                 p.write_text(json.dumps(cfg))
                 runs[key] = ([peer_py, str(work / "grelu_driver.py"), str(p)], cfg["out"])
         if "tangermeme" in peers:
-            cfg = dict(base_cfg, out=str(work / f"{label}_tangermeme.npy"))
-            p = work / f"{label}_tangermeme.json"
+            cfg = dict(base_cfg, out=str(work / f"{tag}_tangermeme.npy"))
+            p = work / f"{tag}_tangermeme.json"
             p.write_text(json.dumps(cfg))
             runs["tangermeme"] = ([peer_py, str(work / "tangermeme_driver.py"), str(p)], cfg["out"])
 
@@ -475,9 +485,9 @@ def main():
                 print(f"{label} rep {rep + 1}: {k} {times[k][-1]['wall']:.2f} s "
                       f"(load {times[k][-1]['load']:.2f})", file=sys.stderr)
 
-        scores = {"varfx": read_varfx(work / f"{label}_varfx.h5")}
+        scores = {"varfx": read_varfx(work / f"{tag}_varfx.h5")}
         if "varfx --shifts 1" in runs:
-            scores["varfx --shifts 1"] = read_varfx(work / f"{label}_varfx_s1.h5")
+            scores["varfx --shifts 1"] = read_varfx(work / f"{tag}_varfx_s1.h5")
         for k, (_, out) in runs.items():
             if out is not None:
                 scores[k] = np.load(out)
@@ -493,6 +503,7 @@ def main():
                             "varfx_peer_window": med.get(ref) if ref != "varfx" else None,
                             "peer_s": med[k], "ratio": med[k] / med["varfx"], "cmp": c, "cmp_default": c_default,
                             "cpu_varfx": cpu["varfx"], "cpu_peer": cpu[k], "compared_with": ref,
+                            "peer_import_s": statistics.median(t.get("import_s", float("nan")) for t in times[k]),
                             "walls": {kk: [round(t["wall"], 2) for t in times[kk]] for kk in (k, "varfx", ref)},
                             "loads": [round(t["load"], 2) for kk in (k, "varfx") for t in times[kk]]})
 
@@ -508,20 +519,21 @@ def main():
         vw = f"{r['varfx_peer_window']:.2f}" if r["varfx_peer_window"] is not None else "(same)"
         print(f"| {r['model']} | {r['variants']:,} | {r['varfx']:.2f} | {vw} | {r['peer']} | {r['peer_s']:.2f} | "
               f"{r['ratio']:.2f} | {r['cmp']['max_abs']:.2e} | {r['cmp']['max_rel']:.2e} |")
-    print("\nCPU seconds (user + sys, children included), medians:")
-    print("| model | peer | varfx CPU s | peer CPU s | peer / varfx |")
-    print("|---|---|---:|---:|---:|")
+    print("\nCPU seconds (user + sys, children included), medians; the peer's own import time (wall):")
+    print("| model | SNVs | peer | varfx CPU s | peer CPU s | peer / varfx | peer's imports s |")
+    print("|---|---:|---|---:|---:|---:|---:|")
     for r in results:
-        print(f"| {r['model']} | {r['peer']} | {r['cpu_varfx']:.2f} | {r['cpu_peer']:.2f} | "
-              f"{r['cpu_peer'] / r['cpu_varfx']:.2f} |")
+        print(f"| {r['model']} | {r['variants']:,} | {r['peer']} | {r['cpu_varfx']:.2f} | {r['cpu_peer']:.2f} | "
+              f"{r['cpu_peer'] / r['cpu_varfx']:.2f} | {r['peer_import_s']:.2f} |")
     print("\nagreement: each peer against varfx on the same windows (gReLU: varfx --shifts 1; tangermeme: varfx);"
           " against plain varfx:")
     for r in results:
-        print(f"  {r['model']}, {r['peer']}: max abs diff to plain varfx {r['cmp_default']['max_abs']:.2e} "
-              f"({r['cmp_default']['max_rel']:.2e} of the largest |score| {r['cmp']['max_score']:.3g})")
+        print(f"  {r['model']}, {r['variants']:,} SNVs, {r['peer']}: max abs diff to plain varfx "
+              f"{r['cmp_default']['max_abs']:.2e} ({r['cmp_default']['max_rel']:.2e} of the largest |score| "
+              f"{r['cmp_default']['max_score']:.3g})")
     print("\nall wall times (s) and load averages before each run:")
     for r in results:
-        print(f"  {r['model']}, {r['peer']}: {r['walls']}; loads {r['loads']}")
+        print(f"  {r['model']}, {r['variants']:,} SNVs, {r['peer']}: {r['walls']}; loads {r['loads']}")
     with_fp32_row = {r["model"] for r in results if r["peer"] == "grelu fp32 matmul"}
     fp32 = [r for r in results if not (r["peer"] == "grelu" and r["model"] in with_fp32_row)]
     ok = all(r["cmp"]["max_rel"] <= 1e-4 for r in fp32)
@@ -538,8 +550,7 @@ def main():
         json.dump({"results": results, "env": env_info, "args": vars(a)}, fh, indent=1)
 
     if a.profile:
-        label, model, n = models[0]
-        spec = json.loads(model.with_suffix(".json").read_text())
+        label, model, n = max(models[:len(sizes(a.variants))] or models, key=lambda m: m[2])
         profile_varfx(work / f"{model.stem}_{n}.vcf", fasta, model, a.batch_size, env, work)
 
 

@@ -161,10 +161,8 @@ def code_hash() -> str:
 
 
 # -- one case in this process --------------------------------------------------------------------
-SPENT: dict[str, float] = {}
+SPENT: dict[str, float] = {}  # seconds per timed piece
 CALLS: dict[str, int] = {}
-
-
 _INSIDE: list[str] = []  # names of the timed calls in progress
 
 
@@ -269,7 +267,7 @@ def main():
     ap.add_argument("--cases", default=",".join(CASES), help="comma list of: " + ", ".join(CASES))
     ap.add_argument("--batch-size", type=int, default=64, help="as --batch-size (sizes the work units)")
     ap.add_argument("--contrast", action="store_true", help="also build the genotype windows (--contrast)")
-    ap.add_argument("--profile", action="store_true", help="add a cProfile run per case at --variants")
+    ap.add_argument("--profile", action="store_true", help="add a cProfile run per case (--profile-variants)")
     ap.add_argument("--profile-variants", type=int, default=None,
                     help="focal variants of the cProfile runs (default: --small)")
     ap.add_argument("--quick", action="store_true", help="smoke run: 10 samples, 500 and 100 variants")

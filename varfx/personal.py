@@ -38,6 +38,7 @@ COUNTS = {
     "symbolic": "symbolic, breakend or '*' alleles (and REF/ALT with non-ACGTN characters): left out",
 }
 PAIR_BASE = 5
+_ROW_KEY = np.int64(1 << 40)  # coord(): row · 2⁴⁰ + position keys (positions < 2⁴⁰)
 
 
 def pair_codes(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -406,6 +407,18 @@ class Focal:
     in_cohort: np.ndarray | None = None  # (V,) bool
 
 
+def _copy_rows(out: np.ndarray, dst: np.ndarray, seq: np.ndarray, rows: np.ndarray, starts: np.ndarray, n: int,
+               col: int = 0) -> None:
+    """``out[dst[i], col:col + n] = seq[rows[i], starts[i]:starts[i] + n]`` for every i: one strided
+    gather for short pieces, one slice copy (a memcpy) per row for long ones (196-kb windows), which
+    avoids a gather's per-element work and its temporary."""
+    if n < 4096:
+        out[dst, col:col + n] = np.lib.stride_tricks.sliding_window_view(seq, n, axis=1)[rows, starts]
+        return
+    for i, r, a in zip(dst.tolist(), rows.tolist(), starts.tolist()):
+        out[i, col:col + n] = seq[r, a:a + n]
+
+
 @dataclass
 class Haplotypes:
     """Every haplotype of a cohort over the reference span [start, end), one row each.
@@ -424,6 +437,7 @@ class Haplotypes:
     block: Block
     shift_ends: dict[int, np.ndarray] = field(default_factory=dict)
     shift_cum: dict[int, np.ndarray] = field(default_factory=dict)
+    _keys: tuple | None = None  # coord()'s lookup table, made on first use
 
     @classmethod
     def build(cls, genome, contig: str, start: int, end: int, blk: Block) -> "Haplotypes":
@@ -478,17 +492,23 @@ class Haplotypes:
         return cls(start, end, seq, ref, blk, ends, cums)
 
     def coord(self, x: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        """Row coordinates of reference positions ``x`` on haplotypes ``rows`` (equal-length arrays)."""
-        out = np.asarray(x, dtype=np.int64) - self.start
-        if self.shift_ends:
-            rows_l = rows.tolist()
-            for i, h in enumerate(rows_l):
-                e = self.shift_ends.get(h)
-                if e is not None:
-                    k = int(np.searchsorted(e, x[i], side="right"))
-                    if k:
-                        out[i] += int(self.shift_cum[h][k - 1])
-        return out
+        """Row coordinates of reference positions ``x`` on haplotypes ``rows`` (equal-length arrays).
+
+        Vectorised over pairs: the rows' indel ends live in one sorted key array (row · 2⁴⁰ + end)
+        with their running length changes, so two ``searchsorted`` calls serve every pair."""
+        x = np.asarray(x, dtype=np.int64)
+        out = x - self.start
+        if not self.shift_ends:
+            return out
+        if self._keys is None:
+            hs = sorted(self.shift_ends)
+            self._keys = (np.concatenate([np.int64(h) * _ROW_KEY + self.shift_ends[h] for h in hs]),
+                          np.concatenate([self.shift_cum[h] for h in hs]))
+        keys, cums = self._keys
+        rows = np.asarray(rows, dtype=np.int64)
+        k = np.searchsorted(keys, rows * _ROW_KEY + x, side="right")  # past the row's ends ≤ x
+        first = np.searchsorted(keys, rows * _ROW_KEY, side="left")  # the row's first end
+        return out + np.where(k > first, cums[np.maximum(k - 1, 0)], 0)
 
     def cut(self, x: np.ndarray, rows: np.ndarray, length: int, center: int) -> np.ndarray:
         """Windows of haplotypes ``rows`` with reference position ``x`` (per pair) at index ``center``:
@@ -496,7 +516,9 @@ class Haplotypes:
         starts = self.coord(x, rows) - center
         if (starts < 0).any() or (starts + length > self.seq.shape[1]).any():
             raise AssertionError("haplotype span too short for a window")
-        return np.lib.stride_tricks.sliding_window_view(self.seq, length, axis=1)[rows, starts]
+        out = np.empty((len(rows), length), dtype=np.uint8)
+        _copy_rows(out, np.arange(len(rows)), self.seq, np.asarray(rows), starts, length)
+        return out
 
     def _over_focal(self, lo: int, hi: int, rows: np.ndarray):
         """Applied alleles on ``rows`` overlapping [lo, hi): per row, the list of block rows."""
@@ -538,6 +560,8 @@ class Haplotypes:
             cand, carried = found
             for k, r in enumerate(cand.tolist()):
                 hit = pairs[carried[k]]
+                if blk.pos0[r] == lo and blk.end[r] == hi:
+                    continue  # an allele of the focal site itself: the focal allele replaces it whole below
                 inside = blk.pos0[r] >= lo and blk.end[r] <= hi
                 if inside and all(blk.alleles[r][a].shape[0] == blk.ref_len[r]
                                   for a in np.unique(blk.hap[r, rows[hit]]).tolist()):
@@ -548,13 +572,20 @@ class Haplotypes:
             starts = anchor[fast] - center
             if (starts < 0).any() or (starts + length > w).any():
                 raise AssertionError("haplotype span too short for a window")  # spans carry margins
-            out[fast] = np.lib.stride_tricks.sliding_window_view(self.seq, length, axis=1)[rows[fast], starts]
-            # the focal allele: same-length alleles overwrite; others splice and refill from the row
+            _copy_rows(out, fast, self.seq, rows[fast], starts, length)
+            # where the row continues after the focal REF (past an allele of the focal site it carries)
+            ref_len = np.array([a.shape[0] for a in focal.ref], dtype=np.int64)
+            after = self.coord(p[fast] + ref_len[v[fast]], rows[fast])
+            moved = after != anchor[fast] + ref_len[v[fast]]
+            # the focal allele: written in place; the rest of the window refilled from the row when the
+            # allele changes length or the row moved
             for vi in np.unique(v[fast]).tolist():
-                sel = fast[v[fast] == vi]
-                rl = focal.ref[vi].shape[0]
+                at = np.flatnonzero(v[fast] == vi)
+                sel = fast[at]
+                rl = int(ref_len[vi])
                 for is_alt in (False, True):
-                    part = sel[use_alt[sel] == is_alt]
+                    pick = use_alt[sel] == is_alt
+                    part = sel[pick]
                     if not part.size:
                         continue
                     codes = focal.alt[vi] if is_alt else focal.ref[vi]
@@ -562,12 +593,12 @@ class Haplotypes:
                     keep = min(center + al, length)
                     out[part, center:keep] = codes[:keep - center]
                     tail = length - keep
-                    if al != rl and tail:
-                        src = anchor[part] + rl
+                    refill = np.ones(part.size, bool) if al != rl else moved[at][pick]
+                    if tail and refill.any():
+                        src = after[at][pick][refill]
                         if (src + tail > w).any():
                             raise AssertionError("haplotype span too short for a window")
-                        out[part, keep:] = np.lib.stride_tricks.sliding_window_view(
-                            self.seq, tail, axis=1)[rows[part], src]
+                        _copy_rows(out, part[refill], self.seq, rows[part[refill]], src, tail, col=keep)
         for i in np.flatnonzero(slow).tolist():
             out[i] = self._piecewise(focal, int(v[i]), int(rows[i]), bool(use_alt[i]), length, center)
         return out
