@@ -20,6 +20,7 @@ Conventions (docs/windows.md has the pictures):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from operator import attrgetter
 
 import numpy as np
 
@@ -28,6 +29,7 @@ from .errors import OptionError, RefMismatchError
 from .variants import Site
 
 INDEL_ALIGNMENT = "left-anchored-bin-shift"
+_POS, _REF, _ALTS = attrgetter("pos"), attrgetter("ref"), attrgetter("alts")
 _BASE_CODE = {"A": 0, "C": 1, "G": 2, "T": 3}
 
 
@@ -156,8 +158,8 @@ def check_sites(genome, sites: list[Site], geom: Geometry, max_shift: int,
                     "to score them on N-padded windows")
         seq = genome.codes(contig)
         n = len(group)
-        pos0 = np.fromiter((site.pos - 1 for site in group), dtype=np.int64, count=n)
-        rlen = np.fromiter((len(site.ref) for site in group), dtype=np.int64, count=n)
+        pos0 = np.fromiter(map(_POS, group), dtype=np.int64, count=n) - 1
+        rlen = np.fromiter(map(len, map(_REF, group)), dtype=np.int64, count=n)
         inside = (pos0 >= 0) & (pos0 + rlen <= clen)
         ok = inside.copy()
         single = np.flatnonzero(inside & (rlen == 1))
@@ -176,7 +178,7 @@ def check_sites(genome, sites: list[Site], geom: Geometry, max_shift: int,
                     bad_first = (site, seq[pos0[i]:pos0[i] + rlen[i]])
             else:
                 site.skip_all("ref_mismatch")
-        counts = np.fromiter((len(site.alts) for site in group), dtype=np.int64, count=n)
+        counts = np.fromiter(map(len, map(_ALTS, group)), dtype=np.int64, count=n)
         alen = np.fromiter((len(a) for site in group for _, a in site.alts), dtype=np.int64, count=int(counts.sum()))
         too_long = rlen > room
         if alen.size and int(alen.max()) > room:
@@ -221,7 +223,7 @@ def build_windows(genome, sites: list[Site], geom: Geometry, max_shift: int = 0)
     lx = L + 2 * m
     s_n = len(sites)
     ref = np.empty((s_n, lx), dtype=np.uint8)
-    starts = np.fromiter((site.pos for site in sites), dtype=np.int64, count=s_n) - (1 + c + m)
+    starts = np.fromiter(map(_POS, sites), dtype=np.int64, count=s_n) - (1 + c + m)
     contigs = [site.contig for site in sites]
     if contigs.count(contigs[0]) == s_n:  # the usual case: one contig
         ref[:] = genome.windows(contigs[0], starts, lx)
@@ -236,7 +238,7 @@ def build_windows(genome, sites: list[Site], geom: Geometry, max_shift: int = 0)
     counts = [len(site.alts) for site in sites]
     alts = [a for site in sites for _, a in site.alts]
     ref_row_a = np.repeat(np.arange(s_n, dtype=np.int64), counts)
-    ref_len_a = np.fromiter((len(site.ref) for site in sites), dtype=np.int64, count=s_n)[ref_row_a]
+    ref_len_a = np.fromiter(map(len, map(_REF, sites)), dtype=np.int64, count=s_n)[ref_row_a]
     alt_len_a = np.fromiter(map(len, alts), dtype=np.int64, count=len(alts))
     alt = ref[ref_row_a]  # a copy: fancy indexing
     col = c + m  # index of the variant in the extended frame
