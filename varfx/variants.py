@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-from .errors import InputError, OptionError
+from .errors import InputError, OptionError, VarfxError
 
 #: Why an ALT allele was not scored.
 SKIP_REASONS = {
@@ -194,15 +194,7 @@ class VariantReader:
         n = self.records_read
         bases = _BASES
         try:
-            while True:
-                try:
-                    rec = next(records)
-                except StopIteration:
-                    break
-                except Exception as exc:
-                    self.records_read = n
-                    raise InputError(f"{self.path}: record {n + 1} could not be parsed "
-                                     f"({str(exc).splitlines()[0]}); fix or remove it (bcftools view reports the line)")
+            for rec in records:  # a record htslib cannot parse raises here, turned into one line below
                 index = n
                 n += 1
                 if keep is not None and not keep(index):
@@ -230,6 +222,12 @@ class VariantReader:
                     else:
                         site.skipped.append((i, alt, reason))
                 yield site
+        except VarfxError:
+            raise
+        except Exception as exc:
+            self.records_read = n
+            raise InputError(f"{self.path}: record {n + 1} could not be parsed "
+                             f"({str(exc).splitlines()[0]}); fix or remove it (bcftools view reports the line)")
         finally:
             self.records_read = n
 
