@@ -1,7 +1,10 @@
 """varfx side by side with a peer: the same SNVs, the same model, the same CPU threads.
 
-    python benchmarks/peer_bench.py [--venv /tmp/varfx-peer-venv] [--variants 5000] [--big-variants 400]
-                                    [--repeats 3] [--threads 2] [--peers grelu,tangermeme] [--profile]
+    python benchmarks/peer_bench.py [--venv /tmp/varfx-peer-venv] [--variants 1000,5000,20000]
+        [--big-variants 400] [--repeats 3] [--threads 1] [--peers grelu,tangermeme] [--profile]
+
+(docs/performance.md, "Side by side with a peer", records a run with --threads 1: on a
+shared 2-core machine two OpenMP threads per process make timings swing many-fold.)
 
 The peers live in their own virtual environment (``--venv``), created on first use:
 ``torch==2.13.0`` first (the CPU wheel, so that nothing pulls CUDA packages), then
@@ -16,7 +19,9 @@ The peers live in their own virtual environment (``--venv``), created on first u
   VCF reader, so the VCF is read with pandas, as its tutorial reads its variant table.
   gReLU puts an SNV at index L/2 - 1 of an even-length window, varfx at L/2, so the
   scores are compared with ``varfx score --shifts 1`` (the same windows as gReLU's);
-  both varfx timings are shown.
+  both varfx timings are shown. gReLU's predict_on_dataset sets float32 matmul
+  precision "medium" (bfloat16 matmuls on CPUs that have them), so models with
+  matmuls are also run with that held at "highest" ("grelu fp32 matmul").
 * **tangermeme** (``tangermeme.variant_effect.substitution_effect``), with its own
   ``read_vcf`` and ``extract_loci`` (a 1-bp locus at the variant centres the window on
   it exactly as varfx does): compared with plain ``varfx score``.
@@ -26,14 +31,16 @@ small Enformer-shaped model built here with a fixed seed (8,192 bp, conv stem an
 tower of 6 conv stages halving the length to 64 bins of 128 bp, 2 transformer layers,
 crop 16 bins on each side, 32 bins x 8 tracks), saved as TorchScript with its varfx
 JSON spec. Variants: random SNVs at distinct positions of the example genome whose
-windows lie inside the contig (gReLU refuses others) and contain only A, C, G, T, N.
+windows lie inside the contig (gReLU refuses others) and contain only A, C, G, T, N;
+the VCF has one sample column (tangermeme's read_vcf needs nine columns).
 
-Every run is its own process, timed from process start to output written (varfx:
-HDF5 via the ``varfx`` command; peers: a .npy of the scores), the tools interleaved in
-each repetition; the table gives the median wall time. All runs get the same
-environment (OMP_NUM_THREADS = MKL_NUM_THREADS = --threads) and batch size. The FASTA
-is indexed (.fai, and the .sizes file gReLU needs) before timing. ``--profile`` runs
-varfx once more under cProfile and prints where its time goes.
+Every run is its own process, started in the work folder (Lightning writes
+lightning_logs/ into the working directory) and timed from process start to output
+written (varfx: HDF5 via the ``varfx`` command; peers: a .npy of the scores), the tools
+interleaved in each repetition; the table gives the median wall time. All runs get the
+same environment (OMP_NUM_THREADS = MKL_NUM_THREADS = --threads) and batch size. The
+FASTA is indexed (.fai, and the .sizes file gReLU needs) before timing. ``--profile``
+runs varfx once more under cProfile and prints where its time goes.
 """
 
 from __future__ import annotations
@@ -508,6 +515,8 @@ def main():
                             "loads": [round(t["load"], 2) for kk in (k, "varfx") for t in times[kk]]})
 
     # ---- report
+    if not results:
+        raise SystemExit("no peer was run (--peers grelu,tangermeme)")
     print(f"\nmachine: {os.cpu_count()} CPU cores, load average now {os.getloadavg()[0]:.2f}; threads {a.threads}, "
           f"batch {a.batch_size} sequences; median of {a.repeats} runs; Python {sys.version.split()[0]}")
     print("peers' venv: " + ", ".join(f"{k} {v}" for k, v in env_info["versions"].items())
