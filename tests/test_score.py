@@ -402,3 +402,19 @@ def test_a_backend_handed_in_is_left_as_it_was(case):
     b = load_backend("torchscript", [str(case["weights"])])
     varfx.score_vcf(case["vcf"], case["fasta"], b, out=case["tmp"] / "o.h5", tracks="1")
     assert b.predict(torch.zeros(1, 64, 4)).shape == (1, 8, 3)  # all tracks again
+
+
+def test_threads_option_sets_torch_threads(case):
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        r = run_cli(["score", str(case["vcf"]), "--fasta", str(case["fasta"]), "--backend", "torchscript",
+                     "--weights", str(case["weights"]), "--out", str(case["tmp"] / "th.h5"), "--threads", "1", "-q"])
+        assert r.exit_code == 0, r.output
+        assert torch.get_num_threads() == 1
+        r = run_cli(["score", str(case["vcf"]), "--fasta", str(case["fasta"]), "--backend", "torchscript",
+                     "--weights", str(case["weights"]), "--out", str(case["tmp"] / "th.h5"), "--threads", "0"])
+        assert r.exit_code == 2 and "--threads" in r.output
+    finally:
+        torch.set_num_threads(before)

@@ -60,8 +60,20 @@ def cli():
     """Score genetic variants with sequence-to-function deep-learning models."""
 
 
+def _set_threads(ctx, param, value):
+    if value:
+        import torch
+
+        torch.set_num_threads(value)  # intra-op threads of the model's forward pass
+    return value
+
+
 def backend_options(f):
-    """--backend, --weights, --spec: shared by every command that loads a model."""
+    """--backend, --weights, --spec (and --threads): shared by every command that loads a model."""
+    f = click.option("--threads", type=click.IntRange(min=1), default=None, expose_value=False,
+                     callback=_set_threads,
+                     help="CPU threads for the model (default: torch's, usually the cores; on shared nodes set it "
+                          "to the cores the job was given).")(f)
     f = click.option("--spec", type=click.Path(dir_okay=False),
                      help="JSON spec of a torchscript model (default: the weights file with .json).")(f)
     f = click.option("--weights", "weights", multiple=True, metavar="PATH",
