@@ -339,10 +339,9 @@ def merge_h5(inputs: list[Path], out: Path) -> dict:
                 for x, v in d.items():
                     acc[x] = acc.get(x, 0) + v
             attrs["seconds"] = attrs.get("seconds", 0.0) + float(f.attrs.get("seconds", 0.0))
-            if "ref_mismatch_records" in f.attrs:  # each shard counts the genotype records it read, and
-                # those read by several shards (an unindexed cohort: all) once each: at least the largest
-                attrs["ref_mismatch_records"] = max(attrs.get("ref_mismatch_records", 0),
-                                                    int(f.attrs["ref_mismatch_records"]))
+            if "ref_mismatch_records" in f.attrs:  # counted per block, like sample_counts: the sum
+                attrs["ref_mismatch_records"] = (attrs.get("ref_mismatch_records", 0)
+                                                 + int(f.attrs["ref_mismatch_records"]))
             if "sample_counts" in f:  # summed; their attributes (descriptions) kept
                 for name, ds in f["sample_counts"].items():
                     key = f"sample_counts/{name}"

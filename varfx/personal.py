@@ -222,8 +222,10 @@ class Cohort:
         self._loaded: dict[str, tuple[int, int, Block, np.ndarray]] = {}  # contig -> (lo, hi, block, last_end)
         self._all: dict[str, Block] | None = None
         self.counts = {k: np.zeros(len(self.samples), dtype=np.int64) for k in COUNTS}
-        self.ref_mismatch = 0  # records whose REF disagrees with the FASTA: left out
-        self._mismatched: set[tuple[str, int, str, str]] = set()  # each counted once, however often read
+        self.ref_mismatch = 0  # records whose REF disagrees with the FASTA, left out: each once, however often read
+        self._mismatched: set[tuple[str, int, str, str]] = set()
+        self._mismatch_pos: dict[str, list[int]] = {}  # their starts per contig, sorted
+        self.ref_mismatch_counted = 0  # of those, the ones inside counted stretches (per block, like COUNTS)
         self._counted: dict[str, tuple[list[int], list[int]]] = {}  # per contig: counted stretches
 
     @property
@@ -250,6 +252,7 @@ class Cohort:
                 if key not in self._mismatched:
                     self._mismatched.add(key)
                     self.ref_mismatch += 1
+                    bisect.insort(self._mismatch_pos.setdefault(contig, []), p)
                 continue
             alls: list[np.ndarray | None] = [ref_codes]
             for a in alts:
@@ -376,15 +379,20 @@ class Cohort:
         done_lo, done_hi = self._counted.setdefault(contig, ([], []))
         near = np.zeros(len(blk), dtype=bool)
         fresh = np.zeros(len(blk), dtype=bool)
+        bad = np.asarray(self._mismatch_pos.get(contig, ()), dtype=np.int64)  # left out of blk, counted here
+        inside = lambda x, y: int(np.searchsorted(bad, y) - np.searchsorted(bad, x)) if bad.size else 0
         for a, b in zip(np.asarray(starts).tolist(), np.asarray(ends).tolist()):
             r0, r1 = (int(x) for x in np.searchsorted(blk.pos0, [a, b]))
             near[r0:r1] = True
             seg = np.ones(r1 - r0, dtype=bool)
+            new_bad = inside(a, b)
             i = j = bisect.bisect_right(done_hi, a)  # the first counted stretch ending after a
             while j < len(done_lo) and done_lo[j] < b:
                 k0, k1 = np.searchsorted(blk.pos0[r0:r1], [done_lo[j], done_hi[j]])
                 seg[k0:k1] = False
+                new_bad -= inside(max(a, done_lo[j]), min(b, done_hi[j]))
                 j += 1
+            self.ref_mismatch_counted += new_bad
             fresh[r0:r1] |= seg
             if j > i:
                 a, b = min(a, done_lo[i]), max(b, done_hi[j - 1])

@@ -200,10 +200,12 @@ def _prepare_personal(reader, genome, cohort: Cohort, setup: PersonalSetup, geom
         # counts and the phase check cover the records the windows read, not the whole cluster span
         # (which depends on how many samples share the memory budget)
         before = {k: v.copy() for k, v in cohort.counts.items()}
+        before_bad = cohort.ref_mismatch_counted
         near = cohort.count(contig, *_window_stretches(
             blk, np.array([x.pos - 1 for x in scorable], dtype=np.int64),
             np.array([len(x.ref) for x in scorable], dtype=np.int64), cx, lx))
         delta = {k: cohort.counts[k] - before[k] for k in before}
+        delta["ref_mismatch_records"] = np.array([cohort.ref_mismatch_counted - before_bad])
         if setup.haplotypes is not None:
             _check_phase(near, setup.samples, contig)
         haps = Haplotypes.build(genome, contig, start, end, blk)
@@ -498,6 +500,7 @@ def score_personal(vcf, fasta, backend, weights=None, out=None, tsv=None, *, gen
 
         blocks = BlockOutputs(finals, make, run_manifest(attrs, finals, shard), resume, shard)
         blocks.counts = {k: np.zeros(len(cohort.samples), dtype=np.int64) for k in COUNTS}
+        blocks.counts["ref_mismatch_records"] = np.zeros(1, dtype=np.int64)
         done = blocks.done
         k_sh, n_sh = shard or (1, 1)
         reader.keep = lambda rec: (rec // bsize) % n_sh == k_sh - 1 and (rec // bsize) not in done
@@ -515,10 +518,15 @@ def score_personal(vcf, fasta, backend, weights=None, out=None, tsv=None, *, gen
         bar.close()
         blocks.end()
         counts = {k: np.zeros(len(cohort.samples), dtype=np.int64) for k in COUNTS}
+        bad = 0
         for info in blocks.totals(summary):
             for k, v in info.get("sample_counts", {}).items():
-                counts[k] += np.asarray(v, dtype=np.int64)
+                if k == "ref_mismatch_records":
+                    bad += int(v[0])
+                else:
+                    counts[k] += np.asarray(v, dtype=np.int64)
         cohort.counts = counts  # the whole run's, resumed blocks included (for the report)
+        cohort.ref_mismatch = bad
         groups = {f"sample_counts/{k}": (v, {"description": COUNTS[k]}) for k, v in counts.items()}
         texts = {}
         if counts_tsv is not None:
@@ -527,8 +535,8 @@ def score_personal(vcf, fasta, backend, weights=None, out=None, tsv=None, *, gen
             texts[counts_tsv] = "sample\t" + "\t".join(COUNTS) + "\n" + line + "".join(
                 f"{name}\t" + "\t".join(str(int(counts[k][i])) for k in COUNTS) + "\n"
                 for i, name in enumerate(cohort.samples))
-        attrs["ref_mismatch_records"] = cohort.ref_mismatch
-        blocks.assemble(summary, reader, t0, attrs, groups=groups, texts=texts)
+        blocks.assemble(summary, reader, t0, attrs, groups=groups, texts=texts,
+                        counts={"ref_mismatch_records": bad})
     except BaseException as exc:
         if blocks is not None:
             blocks.abort(exc)

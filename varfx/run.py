@@ -360,7 +360,7 @@ class BlockOutputs:
         return infos
 
     def assemble(self, summary: "RunSummary", reader, t0: float, attrs: dict, groups: dict | None = None,
-                 texts: dict | None = None) -> None:
+                 texts: dict | None = None, counts: dict | None = None) -> None:
         """Feed every committed block, in order, to the final writers; finish them; drop the fragments."""
         self.end()
         summary.records_read = reader.records_read
@@ -402,7 +402,7 @@ class BlockOutputs:
                      "variants_scored": summary.scored, "variants_skipped": summary.skipped_total,
                      "skipped_by_reason": dict(sorted(summary.skipped.items())),
                      "float16_overflow": summary.float16_overflow,
-                     "seconds": round(summary.seconds, 3), "shard": shard}
+                     "seconds": round(summary.seconds, 3), "shard": shard, **(counts or {})}
             for w in writers:
                 w.finish(final)
                 summary.outputs.append(w.path)
