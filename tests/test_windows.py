@@ -133,3 +133,23 @@ def test_align_bins_indels_shift_right_side():
     # +1 bp rounds to no shift; +2 (half a bin) rounds away from zero to +1
     assert (ab[2] == rb[2]).all()
     assert ab[3][5] == 6 and ab[3][4] == 4
+
+
+def test_check_sites_multi_base_refs_in_one_call(fasta, genome_seqs):
+    """Longer REFs are checked together (one comparison over their concatenated bases): each site keeps
+    its own verdict whatever its neighbours' lengths."""
+    g = Genome(fasta)
+    geom = Geometry(64, 8, 4, 16)
+    seq = genome_seqs["chr1"].upper()
+    flip = lambda b: "A" if b != "A" else "C"
+    ok3 = Site(0, "chr1", "chr1", 400, ".", seq[399:402], [(0, seq[399])])
+    bad_mid = Site(1, "chr1", "chr1", 500, ".", seq[499] + flip(seq[500]) + seq[501:505], [(0, seq[499])])
+    n_mid = Site(2, "chr1", "chr1", 600, ".", seq[599] + "N" + seq[601], [(0, seq[599])])
+    snv = Site(3, "chr1", "chr1", 700, ".", seq[699], [(0, flip(seq[699]))])
+    bad_last = Site(4, "chr1", "chr1", 800, ".", seq[799] + flip(seq[800]), [(0, seq[799])])
+    ok7 = Site(5, "chr1", "chr1", 900, ".", seq[899:906], [(0, seq[899]), (1, seq[899:901])])
+    sites = [ok3, bad_mid, n_mid, snv, bad_last, ok7]
+    check_sites(g, sites, geom, 0, "skip", "error")
+    assert [bool(s.alts) for s in sites] == [True, False, True, True, False, True]
+    assert bad_mid.skipped == [(0, seq[499], "ref_mismatch")] and bad_last.skipped[0][2] == "ref_mismatch"
+    assert ok7.alts == [(0, seq[899]), (1, seq[899:901])]

@@ -166,9 +166,13 @@ def check_sites(genome, sites: list[Site], geom: Geometry, max_shift: int,
         if single.size:
             codes = encode("".join([group[i].ref for i in single.tolist()]))
             ok[single] = (seq[pos0[single]] == codes) | (codes == 4)
-        for i in np.flatnonzero(inside & (rlen > 1)).tolist():
-            vcf = encode(group[i].ref)
-            ok[i] = bool(np.all((seq[pos0[i]:pos0[i] + rlen[i]] == vcf) | (vcf == 4)))
+        multi = np.flatnonzero(inside & (rlen > 1))
+        if multi.size:  # longer REFs: one comparison over their concatenated bases
+            lens = rlen[multi]
+            vcf = encode("".join([group[i].ref for i in multi.tolist()]))
+            at = np.repeat(pos0[multi], lens) + (np.arange(lens.sum()) - np.repeat(np.cumsum(lens) - lens, lens))
+            good = (seq[at] == vcf) | (vcf == 4)
+            ok[multi] = np.logical_and.reduceat(good, np.cumsum(lens) - lens)
         for i in np.flatnonzero(~ok).tolist():
             site = group[i]
             if not inside[i]:
@@ -179,7 +183,8 @@ def check_sites(genome, sites: list[Site], geom: Geometry, max_shift: int,
             else:
                 site.skip_all("ref_mismatch")
         counts = np.fromiter(map(len, map(_ALTS, group)), dtype=np.int64, count=n)
-        alen = np.fromiter((len(a) for site in group for _, a in site.alts), dtype=np.int64, count=int(counts.sum()))
+        alen = np.fromiter(map(len, [a for site in group for _, a in site.alts]), dtype=np.int64,
+                           count=int(counts.sum()))
         too_long = rlen > room
         if alen.size and int(alen.max()) > room:
             too_long |= np.maximum.reduceat(alen, np.concatenate([[0], np.cumsum(counts)[:-1]])) > room
@@ -257,8 +262,10 @@ def build_windows(genome, sites: list[Site], geom: Geometry, max_shift: int = 0)
         for contig in set(contigs[r] for r in ref_row_a[diff].tolist()):
             rows = np.array([k for k, r in enumerate(ref_row_a[diff].tolist()) if contigs[r] == contig])
             tails[rows] = genome.windows(contig, tail_start[rows], lx - col)
+        codes = encode("".join([alts[i] for i in diff.tolist()]))  # all their alleles, encoded at once
+        ends = np.cumsum(alt_len_a[diff]).tolist()
         for k, i in enumerate(diff.tolist()):
-            a = encode(alts[i])[: lx - col]
+            a = codes[ends[k] - int(alt_len_a[i]):ends[k]][: lx - col]
             alt[i, col:col + a.size] = a
             alt[i, col + a.size:] = tails[k, : lx - col - a.size]
     return WindowBatch(ref, alt, ref_row_a, ref_len_a, alt_len_a - ref_len_a, m)
