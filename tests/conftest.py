@@ -5,7 +5,7 @@ import pytest
 
 HERE = Path(__file__).parent
 ROOT = HERE.parent
-CORPUS = ROOT.parent / "shared" / "vcf-corpus"
+CORPUS = HERE / "data" / "vcf-corpus"  # copied from the shared folder (see its README)
 EXAMPLES = ROOT / "examples"
 
 
