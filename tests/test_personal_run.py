@@ -645,7 +645,66 @@ def test_option_errors(world, tmp_path):
                     "--samples: NOBODY is not in cohort.vcf", "S00")
     _one_line_error(run_cli(base + one + ["--genotypes", w["cohort"], "--samples", "S01,S01"]), 2,
                     "--samples names S01 twice")
+    _one_line_error(run_cli(base + one + ["--genotypes", tmp_path / "gone.vcf"]), 1,
+                    "VCF file not found", "gone.vcf")
+    sites_only = write_vcf(tmp_path / "sites.vcf", [("chr1", 100, ".", "A", "C")])
+    _one_line_error(run_cli(base + one + ["--genotypes", sites_only]), 1,
+                    "has no sample columns", "GT for each sample")
+    _one_line_error(run_cli(base + one + ["--genotypes", w["cohort"], "--workers", "2"]), 2,
+                    "--workers is not available with --genotypes")
+    _one_line_error(run_cli(base + one + ["--genotypes", w["cohort"], "--haplotypes", "some"]), 2,
+                    "--haplotypes")
+    empty = tmp_path / "names.txt"
+    empty.write_text("# nobody\n")
+    _one_line_error(run_cli(base + one + ["--genotypes", w["cohort"], "--samples", empty]), 2,
+                    "names no samples")
+    empty.unlink()
+    (tmp_path / "sites.vcf").unlink()
     assert not list(tmp_path.iterdir())
+
+
+def test_bcf_cohort_on_the_example_genome(tmp_path):
+    """A synthetic cohort on the bundled example genome, written as BCF, scored with the example model:
+    dosages from the GT strings, and a sample without variants near a site scores as plain scoring."""
+    import pysam
+    from conftest import EXAMPLES
+    from varfx.genome import Genome
+    from varfx.encoding import decode
+
+    g = Genome(EXAMPLES / "genome.fa")
+    seqs = {n: decode(g.codes(n)) for n in ("chr1", "chr2")}
+    g.close()
+    rng = random.Random(11)
+    recs = random_records(seqs, 60, rng, contigs=["chr1", "chr2"], margin=600)
+    samples = [f"P{i}" for i in range(12)] + ["NONE"]
+    gts = random_genotypes(recs, samples[:-1], rng, freq=0.3)
+    gts = [row + ["0|0"] for row in gts]
+    vcf = write_cohort(tmp_path / "c.vcf", recs, samples, gts, contigs={"chr1": 60000, "chr2": 40000})
+    bcf = tmp_path / "c.bcf"
+    with pysam.VariantFile(str(vcf)) as src, pysam.VariantFile(str(bcf), "wb", header=src.header) as dst:
+        for rec in src:
+            dst.write(rec)
+    model = EXAMPLES / "model.pt"
+    personal = tmp_path / "p.h5"
+    varfx.score_vcf(vcf, EXAMPLES / "genome.fa", "torchscript", [str(model)], out=personal, genotypes=bcf,
+                    float32=True)
+    plain = tmp_path / "r.h5"
+    varfx.score_vcf(vcf, EXAMPLES / "genome.fa", "torchscript", [str(model)], out=plain, float32=True)
+    with h5py.File(personal) as f, h5py.File(plain) as r:
+        assert [x.decode() for x in f["samples"][:]] == samples
+        assert f["SAD"].shape == (len(r["SAD"]), len(samples), 3)
+        want = np.array([[sum(a == alt_i + 1 for a in gt_alleles(gts[rec_i][s])) for s in range(len(samples))]
+                         for rec_i, alt_i in zip(f["record"][:], f["alt_index"][:])])
+        np.testing.assert_array_equal(f["dosage"][:], want)
+        assert want.sum() > 0 and f["in_cohort"][:].all()
+        # NONE carries nothing, so its windows hold only the neighbours' alleles: where no cohort record lies
+        # within the model's window of a site, its scores are plain scoring's
+        pos = f["pos"][:].astype(np.int64).tolist()
+        chrom = [c.decode() for c in f["chr"][:]]
+        alone = np.array([not any(c2 == c and 0 < abs(p2 - p) < 600 for c2, p2, _, _ in recs)
+                          for c, p in zip(chrom, pos)])
+        assert alone.sum() >= 3
+        np.testing.assert_allclose(f["SAD"][:, -1][alone], r["SAD"][:][alone], rtol=1e-5, atol=1e-6)
 
 
 # -- 9. unique_rows, dedupe, clusters ---------------------------------------------------------------------
