@@ -188,6 +188,7 @@ def _prepare_personal(reader, genome, cohort: Cohort, setup: PersonalSetup, geom
     cluster: list[Site] = []
 
     def batches(sites: list[Site]):
+        check_sites(genome, sites, geom, margin, ref_policy, short_contigs)  # the cluster's sites at once
         scorable = [s for s in sites if s.alts]
         bid = sites[0].record // block
         if not scorable:
@@ -237,8 +238,6 @@ def _prepare_personal(reader, genome, cohort: Cohort, setup: PersonalSetup, geom
                 cluster = []
             cohort.reset_counted()  # counts are per block
             current = bid
-        if site.alts:
-            check_sites(genome, [site], geom, margin, ref_policy, short_contigs)
         if site.alts and cluster:
             first = next((s for s in cluster if s.alts), None)
             if first is not None and (first.contig != site.contig or site.pos - first.pos > budget):

@@ -353,8 +353,11 @@ def predict_regions(bed, fasta, backend, weights=None, out=None, tsv=None, *, ge
         bar = tqdm(unit=" regions", disable=quiet, file=sys.stderr, dynamic_ncols=True, mininterval=0.5)
         nb = geom.output_bins
         for batch in ahead:
-            uniq, inv = unique_rows(batch.codes)
-            y = pred.predict_windows(uniq)[torch.as_tensor(inv, device=mr.device)]
+            if cohort is None:  # reference windows of distinct regions: nothing to share
+                y = pred.predict_windows(batch.codes)
+            else:  # samples with the same alleles nearby share a window: predicted once
+                uniq, inv = unique_rows(batch.codes)
+                y = pred.predict_windows(uniq)[torch.as_tensor(inv, device=mr.device)]
             if mr.slice_out:
                 y = y.index_select(2, mr.out_cols)
             y = y.reshape(len(batch.regions), len(names), copies, *y.shape[1:])  # (R, S, copies, B, T)

@@ -116,16 +116,21 @@ class H5Writer:
         g.create_dataset("record", (0,), maxshape=(None,), dtype=np.int64, chunks=(1024,))
         g.create_dataset("alt_index", (0,), maxshape=(None,), dtype=np.int16, chunks=(1024,))
 
+    @staticmethod
+    def _append_ids(g, rows: VariantRows) -> None:
+        """The identifier columns of ``rows``, in the root (scored) or the ``skipped`` group."""
+        append_rows(g["chr"], rows.chrom)
+        append_rows(g["pos"], rows.pos.astype(np.uint32))
+        append_rows(g["id"], rows.id)
+        append_rows(g["ref_allele"], rows.ref)
+        append_rows(g["alt_allele"], rows.alt)
+        append_rows(g["record"], rows.record)
+        append_rows(g["alt_index"], rows.alt_index.astype(np.int16))
+
     def write(self, rows: VariantRows, scores: dict[str, np.ndarray]) -> None:
         f = self.f
         append_rows(f["snp"], rows.names())
-        append_rows(f["chr"], rows.chrom)
-        append_rows(f["pos"], rows.pos.astype(np.uint32))
-        append_rows(f["id"], rows.id)
-        append_rows(f["ref_allele"], rows.ref)
-        append_rows(f["alt_allele"], rows.alt)
-        append_rows(f["record"], rows.record)
-        append_rows(f["alt_index"], rows.alt_index.astype(np.int16))
+        self._append_ids(f, rows)
         for s in self.stats:
             self._append_score(s, scores[s])
         for s in self.profile_stats:
@@ -145,13 +150,7 @@ class H5Writer:
 
     def write_skipped(self, rows: VariantRows, reasons: list[str]) -> None:
         g = self.f["skipped"]
-        append_rows(g["chr"], rows.chrom)
-        append_rows(g["pos"], rows.pos.astype(np.uint32))
-        append_rows(g["id"], rows.id)
-        append_rows(g["ref_allele"], rows.ref)
-        append_rows(g["alt_allele"], rows.alt)
-        append_rows(g["record"], rows.record)
-        append_rows(g["alt_index"], rows.alt_index.astype(np.int16))
+        self._append_ids(g, rows)
         append_rows(g["reason"], reasons)
 
     def finish(self, summary: dict) -> None:
