@@ -108,3 +108,37 @@ def profile_stats(ref_pred: torch.Tensor, alt_pred: torch.Tensor, al: Aligned, t
         kl = lambda x: torch.where(x > 0, x * torch.log2(x / m.clamp(min=1e-30)), torch.zeros_like(x)).sum(1)
         out["JSD"] = (0.5 * kl(p) + 0.5 * kl(q)).clamp(min=0).sqrt()
     return {s: out[s] for s in stats if s in out}
+
+
+SUMMARIES = ("maxabs", "maxtrack", "l2")
+
+
+def track_summaries(values, track_ids: list[str]) -> dict[str, "np.ndarray"]:
+    """Per-variant summaries of a (V, T) score matrix across its tracks (numpy, NaN-safe).
+
+    * ``maxabs``   = the signed score of largest absolute value, max_t |s_t| keeping s's sign
+    * ``maxtrack`` = the identifier of that track (the first one on ties)
+    * ``l2``       = √ Σ_t s_t²  (the L2 norm over tracks)
+
+    NaN scores are ignored; a row with no score gives NaN, NaN and ``.``.
+    """
+    import numpy as np
+
+    s = np.asarray(values, dtype=np.float32)
+    if s.ndim == 1:
+        s = s[:, None]
+    finite = ~np.isnan(s)  # inf (a float16 overflow) counts as a value
+    filled = np.where(finite, s, 0.0)
+    if s.shape[1] == 0:
+        empty = np.full(s.shape[0], np.nan, dtype=np.float32)
+        return {"maxabs": empty, "maxtrack": np.full(s.shape[0], ".", dtype=object), "l2": empty.copy()}
+    idx = np.argmax(np.abs(filled), axis=1)
+    rows = np.arange(s.shape[0])
+    any_value = finite.any(axis=1)
+    maxabs = np.where(any_value, filled[rows, idx], np.nan).astype(np.float32)
+    ids = np.asarray(list(track_ids) if s.shape[1] == len(track_ids) else ["*"] * s.shape[1], dtype=object)
+    maxtrack = np.where(any_value, ids[idx], ".")
+    with np.errstate(over="ignore"):
+        l2 = np.sqrt(np.square(filled.astype(np.float64)).sum(axis=1)).astype(np.float32)
+    l2 = np.where(any_value, l2, np.nan).astype(np.float32)
+    return {"maxabs": maxabs, "maxtrack": maxtrack, "l2": l2}
