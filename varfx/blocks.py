@@ -146,7 +146,7 @@ class Staging:
 #: input paths and the hashes that identify those inputs: runs, shards and resumes compare the hashes, so
 #: the paths as written may differ (relative in one job, absolute in another)
 INPUT_HASHES = {"vcf": "vcf_sha256", "fasta": "fasta_fai_sha256", "weights": "weights_sha256",
-                "genotypes": "genotypes_sha256"}
+                "genotypes": "genotypes_sha256", "calibration": "calibration_sha256"}
 
 
 def _comparable(settings: dict) -> dict:
@@ -223,7 +223,8 @@ def concat_h5(fragments: list[Path], out: Path, attrs: dict, groups: dict | None
                     if ranges is None:
                         vals = src[n][()]
                     else:
-                        a, b = ranges[n.split("/")[0] if n.startswith("skipped/") else ""]
+                        group = n.split("/")[0]  # skipped/ and genes/ have rows of their own
+                        a, b = ranges[group if group in ranges else ""]
                         vals = src[n][a:b]
                     if len(vals):
                         append_rows(dst[n], vals)
@@ -314,6 +315,8 @@ def merge_h5(inputs: list[Path], out: Path) -> dict:
     for i, p in enumerate(order):
         with h5py.File(p, "r") as f:
             recs = {"": f["record"][()], "skipped": f["skipped/record"][()]}
+            if "genes" in f:  # (variant, gene) rows (score --genes)
+                recs["genes"] = f["genes/record"][()]
         present = np.union1d(recs[""], recs["skipped"])
         want = np.arange(r0)
         want = want[(want // b0) % n0 == i]
@@ -327,7 +330,7 @@ def merge_h5(inputs: list[Path], out: Path) -> dict:
     pieces = []
     for blk in range(n_blocks):
         i = blk % n0
-        pieces.append((i, {key: ranges[i][key].get(blk, (0, 0)) for key in ("", "skipped")}))
+        pieces.append((i, {key: rng.get(blk, (0, 0)) for key, rng in ranges[i].items()}))
     attrs, counts = {}, {}
     for p in order:
         with h5py.File(p, "r") as f:

@@ -108,7 +108,13 @@ def backend_options(f):
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True)
 @click.option("--float32", "float32", is_flag=True, help="Store scores as float32 in HDF5 (default float16).")
-@click.option("--out-vcf", type=click.Path(dir_okay=False), help="The input VCF annotated with the scores (spliceai).")
+@click.option("--out-vcf", type=click.Path(dir_okay=False),
+              help="The input VCF with INFO fields carrying the scores (.vcf, .vcf.gz or .bcf; docs/formats.md).")
+@click.option("--vcf-stats", multiple=True, metavar="LIST",
+              help="With --out-vcf: statistics to write (comma list or repeated; default: all of --stat).")
+@click.option("--vcf-tracks", metavar="SELECTION",
+              help="With --out-vcf: tracks with INFO fields of their own (as --tracks, on the scored tracks; "
+                   "all or none; default none: summaries only).")
 @click.option("--annotation", help="spliceai: grch37, grch38 or a gene table in SpliceAI's format.")
 @click.option("--distance", type=int, help="spliceai: max distance (bp) between variant and splice site [50].")
 @click.option("--mask", is_flag=True, default=None,
@@ -130,10 +136,19 @@ def backend_options(f):
 @click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
               help="Processes building windows ahead of the model (0: one background thread).")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run (same command) from its last complete block.")
+@click.option("--genes", type=click.Path(dir_okay=False),
+              help="GTF[.gz]: also score each gene with a TSS in the output window, on its TSS bins (docs/genes.md).")
+@click.option("--genes-tsv", type=click.Path(dir_okay=False),
+              help="TSV of (variant, gene) rows (default with --tsv: beside it as NAME.genes.tsv).")
+@click.option("--tss-margin", type=int, default=None,
+              help="With --genes: bp each side of a TSS whose bins count (default: one bin).")
+@click.option("--calibration", type=click.Path(dir_okay=False),
+              help="cal.h5 from `varfx calibrate`: add STAT_pct, each score's signed percentile (docs/calibration.md).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def score(vcf, fasta, backend, weights, spec, out, tsv, tsv_long, skipped_tsv, region, ref_mismatch, short_contigs, bins,
           stats, pseudocount, rc, shifts, tracks, batch_size, device, precision, float32, out_vcf, annotation,
-          distance, mask, head, incremental, genotypes, samples, haplotypes, contrast, shard, block_records, workers, resume, quiet):
+          vcf_stats, vcf_tracks,
+          distance, mask, head, incremental, genotypes, samples, haplotypes, contrast, shard, block_records, workers, resume, genes, genes_tsv, tss_margin, calibration, quiet):
     """Score every ALT allele in VCF with a model: REF vs ALT windows, per-track effects."""
     from .run import score_vcf
 
@@ -142,8 +157,10 @@ def score(vcf, fasta, backend, weights, spec, out, tsv, tsv_long, skipped_tsv, r
                         ref_mismatch=ref_mismatch, short_contigs=short_contigs, bins=bins, stats=stat_list,
                         pseudocount=pseudocount, rc=rc, shifts=shifts, tracks=tracks, batch_size=batch_size,
                         device=device, precision=precision, float32=float32, quiet=quiet, out_vcf=out_vcf,
+                        vcf_stats=list(vcf_stats) or None, vcf_tracks=vcf_tracks,
                         genotypes=genotypes, samples=samples, haplotypes=haplotypes, contrast=contrast,
                         shard=shard, resume=resume, block_records=block_records,
+                        genes=genes, genes_tsv=genes_tsv, tss_margin=tss_margin, calibration=calibration,
                         workers=workers, **{k: v for k, v in {"spec": spec, "annotation": annotation, "distance": distance,
                                              "mask": mask, "head": head, "incremental": incremental}.items()
                            if v is not None})
@@ -232,6 +249,224 @@ def top(scores, stat, number):
 
     table = top_variants(scores, stat, number)
     click.echo(table.to_string(index=False, float_format=lambda v: f"{v:.4g}") if len(table) else "(no variants)")
+
+
+@cli.command("export", context_settings=CONTEXT)
+@click.argument("scores", type=click.Path(dir_okay=False))
+@click.option("--format", "fmt", type=click.Choice(["finemap"]), required=True,
+              help="finemap: one row per variant keyed by chrom:pos:ref:alt, bgzip + tabix (docs/finemapping.md).")
+@click.option("--out", required=True, type=click.Path(dir_okay=False),
+              help="The table, a .gz name (TABLE.tbi is written beside it).")
+@click.option("--stat", "stats", multiple=True, metavar="LIST",
+              help="Statistics to export (comma list or repeated; default: all in the file).")
+@click.option("--tracks", metavar="SELECTION",
+              help="Tracks with their own columns: index list, file of ids, regex on descriptions, all or none "
+                   "(default: all when the file has at most 50 tracks, else none).")
+def export(scores, fmt, out, stats, tracks):
+    """Export a scores file as a sorted, bgzip-compressed, tabix-indexed table."""
+    from .export import export_table
+
+    summary = export_table(scores, out, fmt, stats=list(stats) or None, tracks=tracks)
+    click.echo(summary.report(), err=True)
+
+
+@cli.command(context_settings=CONTEXT)
+@click.option("--region", required=True, metavar="CHR:START-END",
+              help="Bases to mutate (1-based, inclusive); the window is centred on the region's centre base.")
+@click.option("--fasta", required=True, type=click.Path(dir_okay=False), help="Reference genome FASTA.")
+@backend_options
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="HDF5 output (docs/ism.md).")
+@click.option("--tsv", type=click.Path(dir_okay=False), help="Long TSV: chrom pos ref alt track stat value.")
+@click.option("--stat", "stats", multiple=True, metavar="LIST", help="Statistics, as in `varfx score`.")
+@click.option("--bins", default=None, help="Bins to sum, as in `varfx score`, around the window centre.")
+@click.option("--pseudocount", type=float, default=1.0, show_default=True, help="c in logSED.")
+@click.option("--rc", is_flag=True, help="Average forward and reverse-complement predictions.")
+@click.option("--shifts", default="0", show_default=True, help="Average over windows shifted by these bp.")
+@click.option("--tracks", metavar="SELECTION", help="Index list, a file of track ids, or a regex on descriptions.")
+@click.option("--short-contigs", type=click.Choice(["error", "pad"]), default="error", show_default=True,
+              help="A contig shorter than the window: refuse, or score on an N-padded window.")
+@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True)
+@click.option("--head", help="enformer: human (default) or mouse.")
+@click.option("--no-incremental", "incremental", flag_value=False, default=None,
+              help="enformer: always run the full model for ALT.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+def ism(region, fasta, backend, weights, spec, out, tsv, stats, bins, pseudocount, rc, shifts, tracks,
+        short_contigs, batch_size, device, precision, head, incremental, quiet):
+    """Saturation mutagenesis: every base of a region changed to each other base, scored as `varfx score`."""
+    from .ism import saturation_mutagenesis
+
+    stat_list = [s for chunk in stats for s in chunk.split(",")] or None
+    summary = saturation_mutagenesis(region, fasta, backend, list(weights), out, tsv, stats=stat_list, bins=bins,
+                                     tracks=tracks, rc=rc, shifts=shifts, pseudocount=pseudocount,
+                                     batch_size=batch_size, device=device, precision=precision, quiet=quiet,
+                                     short_contigs=short_contigs,
+                                     **{k: v for k, v in {"spec": spec, "head": head, "incremental": incremental}.items()
+                                        if v is not None})
+    click.echo(summary.report(), err=True)
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("scores", required=False, type=click.Path(dir_okay=False))
+@click.option("--variant", "variant_id", metavar="ID", help="With SCORES.h5: the VCF ID or CHROM:POS:REF:ALT to draw.")
+@click.option("--ism", "ism_file", type=click.Path(dir_okay=False), help="Draw a `varfx ism` output instead.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="The figure (.png, .pdf or .svg).")
+@click.option("--tracks", metavar="SELECTION",
+              help="With --variant: tracks to draw, as in `varfx score` (default: the run's, at most 6 of them).")
+@click.option("--genes", type=click.Path(dir_okay=False), help="With --variant: a GTF; TSSs in the window are marked.")
+@click.option("--track", metavar="ID", help="With --ism: one track (id or index; default: the mean over tracks).")
+@click.option("--stat", default=None, help="With --ism: the statistic (default: the file's first).")
+@click.option("--device", default="auto", show_default=True, help="With --variant: where the model runs.")
+@click.option("--dpi", type=click.IntRange(20, 600), default=100, show_default=True)
+def plot(scores, variant_id, ism_file, out, tracks, genes, track, stat, device, dpi):
+    """Draw one variant's REF/ALT tracks (SCORES.h5 --variant ID) or an ISM heat map (--ism ism.h5)."""
+    from .errors import OptionError
+    from . import plot as P
+
+    P._matplotlib()  # a one-line error without matplotlib, whatever else is wrong
+    if ism_file is not None:
+        if scores is not None or variant_id is not None or tracks is not None or genes is not None:
+            raise OptionError("--ism draws an ISM file alone: drop SCORES, --variant, --tracks and --genes")
+        res = P.plot_ism(ism_file, out, track=track, stat=stat, dpi=dpi)
+    else:
+        if scores is None or variant_id is None:
+            raise OptionError("give SCORES.h5 --variant ID (a variant's tracks) or --ism ism.h5 (a heat map)")
+        if track is not None or stat is not None:
+            raise OptionError("--track and --stat go with --ism; with --variant choose tracks with --tracks")
+        res = P.plot_variant(scores, variant_id, out, tracks=tracks, genes=genes, device=device, dpi=dpi)
+    size = f" ({res.width_px} × {res.height_px} px)" if res.path.suffix.lower() in (".png", "") else ""
+    click.echo(f"wrote {res.path}{size}", err=True)
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("scores", type=click.Path(dir_okay=False))
+@click.option("--vcf", "vcf", required=True, type=click.Path(dir_okay=False), help="The VCF/BCF that was scored.")
+@click.option("--out-vcf", required=True, type=click.Path(dir_okay=False),
+              help="The annotated VCF (.vcf, .vcf.gz or .bcf; docs/formats.md).")
+@click.option("--vcf-stats", multiple=True, metavar="LIST",
+              help="Statistics to write (comma list or repeated; default: all in the file).")
+@click.option("--vcf-tracks", metavar="SELECTION",
+              help="Tracks with INFO fields of their own: index list, file of ids, regex on descriptions, all or "
+                   "none (default none: summaries only).")
+def annotate(scores, vcf, out_vcf, vcf_stats, vcf_tracks):
+    """Write the scored VCF with INFO fields from a finished (e.g. merged) scores file."""
+    from .annotate import annotate_vcf
+
+    done = annotate_vcf(scores, vcf, out_vcf, stats=list(vcf_stats) or None, tracks=vcf_tracks)
+    click.echo(done.report(), err=True)
+
+
+@cli.command(context_settings=CONTEXT)
+@click.option("--tss", required=True, metavar="CHR:POS", help="The TSS (1-based); the window is centred on it.")
+@click.option("--fasta", required=True, type=click.Path(dir_okay=False), help="Reference genome FASTA.")
+@backend_options
+@click.option("--out", type=click.Path(dir_okay=False), help="HDF5 output: activities per test, tile and shuffle.")
+@click.option("--tsv", type=click.Path(dir_okay=False), help="TSV: one row per test and tile (docs/perturb.md).")
+@click.option("--tracks", metavar="SELECTION",
+              help="Tracks whose TSS bins make the activity: index list, file of ids, or regex (default: all).")
+@click.option("--tests", default="all", show_default=True,
+              help="Comma list of context, necessity, sufficiency, distance, interaction.")
+@click.option("--tile-size", type=int, default=5000, show_default=True, help="Tile length in bp.")
+@click.option("--shuffles", type=int, default=10, show_default=True, help="Dinucleotide shuffles per perturbation.")
+@click.option("--top-k", type=int, default=3, show_default=True,
+              help="Most necessary tiles whose pairs and sets the interaction test shuffles together.")
+@click.option("--distance-tile", type=int, default=None,
+              help="Tile (index) the distance test moves (default: the most sufficient).")
+@click.option("--tss-margin", type=int, default=1, show_default=True,
+              help="Activity = bins overlapping the TSS ± this many bp (1: the bins either side of it).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the shuffles.")
+@click.option("--rc", is_flag=True, help="Average forward and reverse-complement predictions.")
+@click.option("--shifts", default="0", show_default=True, help="Average over windows shifted by these bp.")
+@click.option("--batch-size", type=int, default=64, show_default=True, help="Sequences per forward pass.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True)
+@click.option("--head", help="enformer: human (default) or mouse.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+def perturb(tss, fasta, backend, weights, spec, out, tsv, tracks, tests, tile_size, shuffles, top_k, distance_tile,
+            tss_margin, seed, rc, shifts, batch_size, device, precision, head, quiet):
+    """CREME's perturbation tests (context, necessity, sufficiency, distance, interaction) around a TSS."""
+    from .perturb import perturb_tss
+
+    summary = perturb_tss(tss, fasta, backend, list(weights), out, tsv, tracks=tracks, tile_size=tile_size,
+                          shuffles=shuffles, top_k=top_k, seed=seed, tests=tests, distance_tile=distance_tile,
+                          tss_margin=tss_margin, rc=rc, shifts=shifts, batch_size=batch_size, device=device,
+                          precision=precision, quiet=quiet,
+                          **{k: v for k, v in {"spec": spec, "head": head}.items() if v is not None})
+    click.echo(summary.report(), err=True)
+
+
+def _backend_optional(f):
+    """backend_options with --backend optional: `varfx calibrate --from` pools scores without a model."""
+    f = backend_options(f)
+    for p in getattr(f, "__click_params__", ()):
+        if p.name == "backend":
+            p.required = False
+    return f
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("from_files", nargs=-1, type=click.Path(dir_okay=False), metavar="[SCORES.h5]...")
+@click.option("--from", "pool", is_flag=True,
+              help="Pool the finished background score files given as arguments (e.g. shards) into --out.")
+@click.option("--fasta", type=click.Path(dir_okay=False), help="Reference genome FASTA (to draw and score).")
+@_backend_optional
+@click.option("--random", "n_random", type=int, metavar="N", help="Draw N random SNVs from --fasta as the background.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of --random.")
+@click.option("--match", type=click.Path(dir_okay=False),
+              help="With --random: match Ti/Tv and flank GC to the SNVs of this VCF (docs/calibration.md).")
+@click.option("--contigs", metavar="LIST", help="With --random: draw from these contigs only (comma list).")
+@click.option("--write-background", type=click.Path(dir_okay=False),
+              help="With --random: the drawn VCF (default: beside the output as NAME.background.vcf); alone: "
+                   "draw only.")
+@click.option("--background", type=click.Path(dir_okay=False), help="Use this VCF as the background, as is.")
+@click.option("--out", type=click.Path(dir_okay=False), help="The calibration (cal.h5).")
+@click.option("--scores", type=click.Path(dir_okay=False),
+              help="Keep the background's scores here (needed with --shard).")
+@click.option("--keep-scores", is_flag=True, help="Keep the background's scores beside --out as NAME.scores.h5.")
+@click.option("--quantiles", type=int, default=1000, show_default=True,
+              help="Quantiles Q stored per track: percentiles exact to 100/Q (exact when the background is smaller).")
+@click.option("--bins", default=None, help="Bins to sum, as in `varfx score`.")
+@click.option("--stat", "stats", multiple=True, metavar="LIST", help="Statistics, as in `varfx score`.")
+@click.option("--pseudocount", type=float, default=1.0, show_default=True, help="c in logSED.")
+@click.option("--rc", is_flag=True, help="Average forward and reverse-complement predictions.")
+@click.option("--shifts", default="0", show_default=True, help="Average over windows shifted by these bp.")
+@click.option("--tracks", metavar="SELECTION", help="Index list, a file of track ids, or a regex on descriptions.")
+@click.option("--batch-size", type=int, default=64, show_default=True, help="Sequences per forward pass.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True)
+@click.option("--head", help="enformer: human (default) or mouse.")
+@click.option("--no-incremental", "incremental", flag_value=False, default=None,
+              help="enformer: always run the full model for ALT.")
+@click.option("--shard", metavar="K/N", help="Score the K-th of N parts of the background (writes --scores only).")
+@click.option("--block-records", type=int, default=None, help="Records per block, as in `varfx score`.")
+@click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Processes building windows ahead of the model.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted background run (its scores must be kept).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+def calibrate(from_files, pool, fasta, backend, weights, spec, n_random, seed, match, contigs, write_background,
+              background, out, scores, keep_scores, quantiles, bins, stats, pseudocount, rc, shifts, tracks,
+              batch_size, device, precision, head, incremental, shard, block_records, workers, resume, quiet):
+    """Score a background of random SNVs and store per-track score quantiles, for `varfx score --calibration`."""
+    from .calibrate import calibrate as run_calibration
+    from .errors import OptionError
+
+    if from_files and not pool:
+        raise OptionError(f"unexpected argument {from_files[0]}: pool finished score files with --from FILE…")
+    if pool and not from_files:
+        raise OptionError("--from needs the background score files (e.g. bg1.h5 bg2.h5 …)")
+    stat_list = [s for chunk in stats for s in chunk.split(",")] or None
+    summary = run_calibration(out, fasta=fasta, backend=backend, weights=list(weights), random=n_random, seed=seed,
+                              match=match, background=background, write_background=write_background,
+                              contigs=[c for c in contigs.split(",") if c] if contigs else None, scores=scores,
+                              keep_scores=keep_scores, from_scores=list(from_files) if pool else None,
+                              quantiles=quantiles, shard=shard, resume=resume, block_records=block_records,
+                              workers=workers, bins=bins, stats=stat_list, pseudocount=pseudocount, rc=rc,
+                              shifts=shifts, tracks=tracks, batch_size=batch_size, device=device,
+                              precision=precision, quiet=quiet,
+                              **{k: v for k, v in {"spec": spec, "head": head, "incremental": incremental}.items()
+                                 if v is not None})
+    click.echo(summary.report(), err=True)
 
 
 def main():

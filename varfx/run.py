@@ -23,14 +23,14 @@ from .backends import Backend, backend_class, load_backend
 from .errors import OptionError, VarfxError
 from .genome import Genome
 from .predict import Predictor, parse_shifts, resolve_device
-from .scores import DEFAULT_STATS, PROFILE_STATS, Aligned, parse_stats, profile_stats, variant_stats
+from .scores import DEFAULT_STATS, PROFILE_STATS, STATS, Aligned, parse_stats, profile_stats, variant_stats
 from .tracks import select_tracks, strand_permutation, with_strand_partners
 from .variants import Site, VariantReader
 from .prefetch import WorkerInfo, prefetch, worker_batches
 from .windows import (INDEL_ALIGNMENT, BinSelection, WindowBatch, align_bins, build_windows,
                       check_sites)
 from .blocks import BLOCK_LINE, BLOCK_RECORDS, VOLATILE, Staging, parse_shard, shard_line
-from .writers import H5Writer, SkippedTSVWriter, TSVWriter, VariantRows
+from .writers import GENE_NUMBERS, GENE_TEXT, GeneTSVWriter, H5Writer, SkippedTSVWriter, TSVWriter, VariantRows
 
 REF_POLICIES = ("skip", "error")
 SHORT_CONTIG_POLICIES = ("error", "skip", "pad")
@@ -279,6 +279,7 @@ class BlockOutputs:
         self.scored, self.skipped = RowBuffer(), RowBuffer()
         self.info: dict = {}
         self.counts: dict[str, np.ndarray] | None = None  # per-sample counts of the block (personal runs)
+        self.genes: list[dict] = []  # the block's (variant, gene) rows, batch by batch (score --genes)
 
     @property
     def done(self) -> set[int]:
@@ -303,6 +304,18 @@ class BlockOutputs:
             self.info["skipped"][reason] = self.info["skipped"].get(reason, 0) + 1
         self.info["variants"] += len(site.alts) + len(site.skipped)
         return len(site.skipped)
+
+    def add_genes(self, rows, index, scores: dict) -> None:
+        """A batch's (variant, gene) rows (varfx.genes.GeneRows, GeneIndex): call before :meth:`add_scored`
+        of the same batch (rows point at its ALTs)."""
+        if len(rows):
+            g = rows.gene
+            self.genes.append({"row": rows.variant + len(self.scored),
+                               "gene_id": np.array(index.ids, dtype=object)[g].astype(str),
+                               "gene_name": np.array(index.names, dtype=object)[g].astype(str),
+                               "strand": np.array(index.strands, dtype=object)[g].astype(str),
+                               "tss": rows.tss, "tss_distance": rows.tss_distance, "n_tss": rows.n_tss,
+                               **{"v." + k: v for k, v in scores.items()}})
 
     def add_scored(self, sites: list[Site], scores: dict) -> int:
         n = 0
@@ -329,12 +342,15 @@ class BlockOutputs:
                          prefix + "id": np.array(rows.id, dtype=str), prefix + "ref": np.array(rows.ref, dtype=str),
                          prefix + "alt": np.array(rows.alt, dtype=str)})
         data["k.reason"] = np.array(self.skipped.reason, dtype=str)
+        if self.genes:
+            data.update({"g." + k: np.concatenate([b[k] for b in self.genes]) for k in self.genes[0]})
         if self.scored.scores:
             for name in self.scored.scores[0]:
                 data["v." + name] = np.concatenate([b[name] for b in self.scored.scores])
         self.staging.commit(self.block, self.info, data)
         self.scored.clear()
         self.skipped.clear()
+        self.genes = []
         self.block = None
 
     def abort(self, exc: BaseException | None = None) -> None:
@@ -343,6 +359,7 @@ class BlockOutputs:
         committed, the whole folder goes."""
         self.scored.clear()
         self.skipped.clear()
+        self.genes = []
         self.block = None
         if isinstance(exc, VarfxError) or not self.staging.done:
             self.staging.remove()
@@ -385,11 +402,15 @@ class BlockOutputs:
                                         z[p + "id"].tolist(), z[p + "ref"].tolist(), z[p + "alt"].tolist())
                             for p in ("s.", "k.")]
                     reasons = z["k.reason"].tolist()
+                    genes = {k[2:]: z[k] for k in z.files if k.startswith("g.")}
                 for w in writers:
                     if len(rows[0]):
                         w.write(rows[0], scores)
                     if len(rows[1]):
                         w.write_skipped(rows[1], reasons)
+                    if genes and hasattr(w, "write_genes"):
+                        w.write_genes(rows[0].take(genes["row"]), genes,
+                                      {k[2:]: v for k, v in genes.items() if k.startswith("v.")})
             if "out" in self.finals:
                 summary.float16_overflow = {k: int(v) for k, v in writers[0].overflow.items()}
                 for name, v in (groups or {}).items():  # name -> array, or (array, attributes)
@@ -450,6 +471,7 @@ class ModelRun:
         self.track_ids = [str(model.tracks["id"].iloc[i]) for i in chosen]
         self.track_labels = [str(model.tracks["description"].iloc[i]) for i in chosen]
         self.rc, self.shifts, self.precision = rc, shifts, precision
+        self.calibration = None  # varfx.calibrate.BoundCalibration: adds STAT_pct (score --calibration)
 
     def attrs(self) -> dict:
         model, geom = self.model, self.geom
@@ -477,18 +499,27 @@ class ModelRun:
             "torch_version": torch.__version__,
         }
 
-    def writers(self, out, tsv, tsv_long, skipped_tsv, attrs, float32, writer=H5Writer, **h5) -> list:
-        """The run's output writers (HDF5 first when there is one); on failure, none is left open."""
+    def writers(self, out, tsv, tsv_long, skipped_tsv, attrs, float32, writer=H5Writer, genes_tsv=None,
+                **h5) -> list:
+        """The run's output writers (HDF5 first when there is one); on failure, none is left open.
+        With ``h5['genes']`` (score --genes) the HDF5 file gets a ``genes/`` group and ``genes_tsv``
+        a table of (variant, gene) rows."""
+        track_stats, prof_stats = self.track_stats, self.prof_stats  # the tables' columns
+        if self.calibration is not None:  # STAT_pct: float32 datasets in HDF5, more statistics in the tables
+            h5["extra"] = {**(h5.get("extra") or {}), **self.calibration.datasets()}
+            track_stats += self.calibration.track_names
+            prof_stats += self.calibration.profile_names
         made = []
         try:
             if out is not None:
                 made.append(writer(out, self.track_ids, self.track_labels, self.track_stats, attrs, float32=float32,
                                    profile_stats=self.prof_stats, **h5))
+            if genes_tsv is not None:
+                made.append(GeneTSVWriter(genes_tsv, self.track_ids, self.gene_stats))
             if tsv is not None:
-                made.append(TSVWriter(tsv, self.track_ids, self.track_stats, profile_stats=self.prof_stats))
+                made.append(TSVWriter(tsv, self.track_ids, track_stats, profile_stats=prof_stats))
             if tsv_long is not None:
-                made.append(TSVWriter(tsv_long, self.track_ids, self.track_stats, long=True,
-                                      profile_stats=self.prof_stats))
+                made.append(TSVWriter(tsv_long, self.track_ids, track_stats, long=True, profile_stats=prof_stats))
             if skipped_tsv is not None:
                 made.append(SkippedTSVWriter(skipped_tsv))
         except BaseException:
@@ -510,6 +541,25 @@ class ModelRun:
         if self.prof_stats:
             al = Aligned(ref_row, *(torch.as_tensor(a, device=dev) for a in all_bins))
             res.update(profile_stats(ref_pred, alt_pred, al, self.prof_cols, self.prof_stats))
+        res = {s: v.cpu().numpy() for s, v in res.items()}
+        if self.calibration is not None:
+            res.update(self.calibration.percentiles(res))
+        return res
+
+    @property
+    def gene_stats(self) -> tuple[str, ...]:
+        """The statistics of (variant, gene) rows: the per-track ones (profile statistics are per variant)."""
+        return tuple(s for s in self.track_stats if s in STATS)
+
+    def gene_scores(self, ref_pred, alt_pred, ref_row, rows) -> dict[str, np.ndarray]:
+        """Per-track statistics of (variant, gene) pairs (varfx.genes.GeneRows) -> {stat: (G, T)}."""
+        dev = self.device
+        t = lambda a: torch.as_tensor(a, device=dev)  # noqa: E731
+        al = Aligned(t(ref_row)[t(rows.variant)], t(rows.ref_bins), t(rows.alt_bins), t(rows.mask),
+                     alt_row=t(rows.variant))
+        res = variant_stats(ref_pred, alt_pred, al, self.gene_stats, self.pseudocount)
+        if self.slice_out:
+            res = {s: v.index_select(1, self.out_cols) for s, v in res.items()}
         return {s: v.cpu().numpy() for s, v in res.items()}
 
     def close(self):
@@ -518,12 +568,13 @@ class ModelRun:
 
 def score_vcf(vcf, fasta, backend: str | Backend, weights=None, out=None, tsv=None, tsv_long=None, *,
               skipped_tsv=None, out_vcf=None, region=None, ref_mismatch: str = "skip", short_contigs: str = "error",
-              bins: str | None = None,
+              vcf_stats=None, vcf_tracks=None, bins: str | None = None,
               stats=None, pseudocount: float = 1.0, rc: bool = False, shifts=None, tracks: str | None = None,
               batch_size: int = 64, device: str = "auto", precision: str = "fp32", float32: bool = False,
               quiet: bool = True, prefetch_depth: int = 2,
               genotypes=None, samples=None, haplotypes: str | None = None, contrast: bool = False,
               shard=None, resume: bool = False, block_records: int | None = None, workers: int = 0,
+              genes=None, genes_tsv=None, tss_margin: int | None = None, calibration=None,
               **backend_options) -> RunSummary:
     """Score every ALT allele of a VCF with a model; write HDF5 (and TSV) outputs.
 
@@ -536,6 +587,25 @@ def score_vcf(vcf, fasta, backend: str | Backend, weights=None, out=None, tsv=No
                           "split the VCF by region instead (--region)")
     if workers < 0:
         raise OptionError("--workers must be 0 (a thread builds windows) or more (worker processes)")
+    if genes is not None and out is None and tsv is None and genes_tsv is None:
+        raise OptionError("--genes writes its (variant, gene) rows to --out (HDF5) or --genes-tsv: give one of them")
+    from .annotate import for_run  # --out-vcf: the input VCF annotated from the finished HDF5 (varfx.annotate)
+    annotation = for_run(out_vcf, vcf_stats, vcf_tracks, backend, genotypes, shard, out, tsv, tsv_long, skipped_tsv)
+    if annotation is not None:  # without --out, the HDF5 is a temporary file beside the VCF
+        out, skipped_tsv = annotation.out, annotation.skipped_tsv
+    if genes is None and (genes_tsv is not None or tss_margin is not None):
+        raise OptionError(f"{'--genes-tsv' if genes_tsv is not None else '--tss-margin'} needs --genes "
+                          "annotation.gtf (the genes whose TSSs are scored)")
+    if genes is not None and (genotypes is not None or (isinstance(backend, str)
+                                                         and backend_class(backend).score_vcf is not None)):
+        raise OptionError("--genes is not available with " + ("--genotypes" if genotypes is not None
+                                                              else f"--backend {backend}"))
+    if calibration is not None:  # STAT_pct against a background (varfx.calibrate); the file is read before the model
+        if genotypes is not None or (isinstance(backend, str) and backend_class(backend).score_vcf is not None):
+            raise OptionError("--calibration is not available with " + ("--genotypes yet: score without it"
+                              if genotypes is not None else f"--backend {backend}"))
+        from .calibrate import open_calibration
+        calibration = open_calibration(calibration)
     if genotypes is None:
         for flag, value in (("--samples", samples), ("--haplotypes", haplotypes), ("--contrast", contrast or None)):
             if value is not None:
@@ -567,8 +637,6 @@ def score_vcf(vcf, fasta, backend: str | Backend, weights=None, out=None, tsv=No
         bins = bins or cls.default_bins
     elif bins is None:
         bins = backend.default_bins
-    if out_vcf is not None:
-        raise OptionError("--out-vcf is available with --backend spliceai")
     t0 = time.perf_counter()
     if ref_mismatch not in REF_POLICIES:
         raise OptionError(f"--ref-mismatch {ref_mismatch!r} is not one of {', '.join(REF_POLICIES)}")
@@ -579,13 +647,16 @@ def score_vcf(vcf, fasta, backend: str | Backend, weights=None, out=None, tsv=No
     if out is None and tsv is None and tsv_long is None:
         raise OptionError("nothing to write: give --out scores.h5 (and/or --tsv / --tsv-long)")
     out, tsv, tsv_long = check_out(out, "--out"), check_out(tsv, "--tsv"), check_out(tsv_long, "--tsv-long")
+    if genes is not None and genes_tsv is None and tsv is not None:  # gene rows beside the variant table
+        genes_tsv = tsv.with_name(tsv.name.removesuffix(".tsv") + ".genes.tsv")
+    genes_tsv = check_out(genes_tsv, "--genes-tsv")
     if skipped_tsv is None and out is None:  # without HDF5, skipped variants still get listed somewhere
         table = tsv or tsv_long
         skipped_tsv = table.with_name(table.name.removesuffix(".tsv") + ".skipped.tsv")
     skipped_tsv = check_out(skipped_tsv, "--skipped-tsv")
-    named = [p.resolve() for p in (out, tsv, tsv_long, skipped_tsv) if p is not None]
+    named = [p.resolve() for p in (out, tsv, tsv_long, skipped_tsv, genes_tsv) if p is not None]
     if len(set(named)) != len(named):
-        raise OptionError("--out, --tsv, --tsv-long and --skipped-tsv must be different files")
+        raise OptionError("--out, --tsv, --tsv-long, --skipped-tsv and --genes-tsv must be different files")
     sel = BinSelection.parse(bins)
     shard = parse_shard(shard)
     vcf = Path(vcf)
@@ -609,16 +680,28 @@ def score_vcf(vcf, fasta, backend: str | Backend, weights=None, out=None, tsv=No
         "short_contigs": short_contigs,
         "indel_alignment": INDEL_ALIGNMENT,
     }
+    index = None
+    if genes is not None:
+        from .genes import GeneIndex
+        index = GeneIndex(genes, genome.resolve, geom.bin_size if tss_margin is None else tss_margin)
+        attrs.update({"genes": str(index.path), "genes_sha256": sha256(index.path), "tss_margin": index.tss_margin})
     bsize = check_block_records(block_records) or BLOCK_RECORDS
     attrs["block_records"] = bsize
     blocks = None
     ahead = None
     summary = RunSummary()
     try:
-        finals = {"out": out, "tsv": tsv, "tsv_long": tsv_long, "skipped_tsv": skipped_tsv}
+        if annotation is not None:  # --vcf-stats and --vcf-tracks must fit the run before it scores anything
+            annotation.check(vcf, mr.stats, mr.track_ids, mr.track_labels)
+        if calibration is not None:  # the run's settings must be the calibration's; its tracks a subset
+            from .calibrate import bind_calibration
+            mr.calibration = bind_calibration(calibration, attrs, mr.track_ids, mr.track_stats, mr.prof_stats)
+            attrs.update(mr.calibration.attrs())
+        finals = {"out": out, "tsv": tsv, "tsv_long": tsv_long, "skipped_tsv": skipped_tsv, "genes_tsv": genes_tsv}
         blocks = BlockOutputs(finals, lambda paths: mr.writers(paths.get("out"), paths.get("tsv"),
                                                                paths.get("tsv_long"), paths.get("skipped_tsv"),
-                                                               attrs, float32),
+                                                               attrs, float32, genes_tsv=paths.get("genes_tsv"),
+                                                               genes=mr.gene_stats if index else ()),
                               run_manifest(attrs, finals, shard), resume, shard)
         done = blocks.done
         k, n = shard or (1, 1)
@@ -648,6 +731,11 @@ def score_vcf(vcf, fasta, backend: str | Backend, weights=None, out=None, tsv=No
                     ref_pred, alt_pred = predictor(wb.ref, wb.alt, wb.ref_row,
                                                    (lo, np.where(same, lo + wb.ref_len, -1)))
                     res = mr.scores(ref_pred, alt_pred, wb.ref_row, batch.bins, batch.all_bins)
+                    if index is not None:  # (variant, gene) rows: the genes with a TSS in the output window
+                        alts = [s for s in batch.sites for _ in s.alts]
+                        gr = index.rows([s.contig for s in alts], np.fromiter((s.pos for s in alts), np.int64,
+                                                                              len(alts)), geom, wb.ref_len, wb.delta)
+                        blocks.add_genes(gr, index, mr.gene_scores(ref_pred, alt_pred, wb.ref_row, gr))
                     n_done += blocks.add_scored(batch.sites, res)
                 bar.update(n_done)
         bar.close()
@@ -662,4 +750,6 @@ def score_vcf(vcf, fasta, backend: str | Backend, weights=None, out=None, tsv=No
         reader.close()
         genome.close()
         mr.close()
+    if annotation is not None:
+        annotation.write(summary, vcf)
     return summary

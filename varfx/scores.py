@@ -60,14 +60,15 @@ class Aligned:
     ref_bins: torch.Tensor  # (V, K) long
     alt_bins: torch.Tensor  # (V, K) long
     mask: torch.Tensor  # (V, K) bool
+    alt_row: torch.Tensor | None = None  # (V,) long: which ALT prediction (default: row v for variant v)
 
 
 def variant_stats(ref_pred: torch.Tensor, alt_pred: torch.Tensor, al: Aligned,
                   stats: tuple[str, ...], pseudocount: float = 1.0) -> dict[str, torch.Tensor]:
-    """(R, B, T) REF and (V, B, T) ALT predictions -> {stat: (V, T) float32}."""
-    v = alt_pred.shape[0]
+    """(R, B, T) REF and (A, B, T) ALT predictions -> {stat: (V, T) float32} (V = A unless al.alt_row)."""
+    alt_row = al.alt_row if al.alt_row is not None else torch.arange(alt_pred.shape[0], device=alt_pred.device)
     ref_sel = ref_pred[al.ref_row[:, None], al.ref_bins].float()  # (V, K, T)
-    alt_sel = alt_pred[torch.arange(v, device=alt_pred.device)[:, None], al.alt_bins].float()
+    alt_sel = alt_pred[alt_row[:, None], al.alt_bins].float()
     w = al.mask[..., None].to(ref_sel.dtype)
     out = {}
     if "SAD" in stats or "logSED" in stats:

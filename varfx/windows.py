@@ -125,12 +125,20 @@ def align_bins(geom: Geometry, sel: BinSelection, ref_len: np.ndarray, delta: np
         ref_bins = first[:, None] + np.arange(width)[None, :]
         base_mask = ref_bins < last[:, None]
         ref_bins = np.minimum(ref_bins, nb - 1)
+    return (ref_bins, *alt_counterparts(geom, ref_bins, base_mask, delta))
+
+
+def alt_counterparts(geom: Geometry, ref_bins: np.ndarray, base_mask: np.ndarray, delta: np.ndarray):
+    """The ALT bins aligned with (V, K) REF bins: bins right of the variant move by the indel's length
+    in whole bins (``delta`` = len(ALT) − len(REF), divided by the bin size and rounded to the nearest
+    whole number, halves away from zero: docs/windows.md).  Returns ``(alt_bins, mask)``;
+    pairs whose ALT bin falls outside the output are masked."""
+    nb, bs, off, c = geom.output_bins, geom.bin_size, geom.bin_offset, geom.center
     k_shift = round_away(delta / bs)
     right = (off + ref_bins * bs) > c
     alt_bins = ref_bins + np.where(right, k_shift[:, None], 0)
     mask = base_mask & (alt_bins >= 0) & (alt_bins < nb)
-    alt_bins = np.clip(alt_bins, 0, nb - 1)
-    return ref_bins, alt_bins, mask
+    return np.clip(alt_bins, 0, nb - 1), mask
 
 
 def check_sites(genome, sites: list[Site], geom: Geometry, max_shift: int,

@@ -44,6 +44,12 @@ class VariantRows:
         return [i if i != "." else f"{c}:{p}:{r}:{a}"
                 for i, c, p, r, a in zip(self.id, self.chrom, self.pos.tolist(), self.ref, self.alt)]
 
+    def take(self, idx: np.ndarray) -> "VariantRows":
+        """The rows at ``idx`` (repeats allowed), in that order."""
+        pick = idx.tolist()
+        return VariantRows(self.record[idx], self.alt_index[idx], [self.chrom[i] for i in pick], self.pos[idx],
+                           [self.id[i] for i in pick], [self.ref[i] for i in pick], [self.alt[i] for i in pick])
+
 
 def append_rows(ds, values) -> None:
     n = ds.shape[0]
@@ -61,16 +67,22 @@ def _attr_value(v):
     return v
 
 
+#: the gene columns of (variant, gene) rows (score --genes), text and numbers
+GENE_TEXT = ("gene_id", "gene_name", "strand")
+GENE_NUMBERS = {"tss": np.uint32, "tss_distance": np.int64, "n_tss": np.int16}
+
+
 class H5Writer:
     """Scores in the layout of basenji's sad.h5, plus a ``skipped`` group and run metadata."""
 
     def __init__(self, path: str | os.PathLike, track_ids: list[str], track_labels: list[str],
                  stats: tuple[str, ...], attrs: dict, float32: bool = False, chunk_rows: int | None = None,
                  profile_stats: tuple[str, ...] = (), inner: tuple[int, ...] = (),
-                 extra: dict[str, tuple[tuple[int, ...], object]] | None = None):
+                 extra: dict[str, tuple[tuple[int, ...], object]] | None = None, genes: tuple[str, ...] = ()):
         """``inner``: dimensions between variants and tracks (personal genomes: samples[, haplotypes]);
         ``extra``: more per-variant datasets, name -> (trailing shape, dtype or 'score'), filled from
-        the same-named entries of each :meth:`write`'s scores."""
+        the same-named entries of each :meth:`write`'s scores; ``genes``: the statistics of a ``genes/``
+        group of (variant, gene) rows (:meth:`write_genes`), none for no group."""
         self.path = Path(path)
         self.tmp = partial_path(self.path)
         self.stats = stats
@@ -110,11 +122,28 @@ class H5Writer:
             f.create_dataset(name, (0, *trail), maxshape=(None, *trail), dtype=dt,
                              chunks=(max(1, min(4096, (4 << 20) // (4 * n))), *trail))
         g = f.create_group("skipped")
-        for name in ("chr", "id", "ref_allele", "alt_allele", "reason"):
-            g.create_dataset(name, (0,), maxshape=(None,), dtype=STR, chunks=(1024,))
-        g.create_dataset("pos", (0,), maxshape=(None,), dtype=np.uint32, chunks=(1024,))
-        g.create_dataset("record", (0,), maxshape=(None,), dtype=np.int64, chunks=(1024,))
-        g.create_dataset("alt_index", (0,), maxshape=(None,), dtype=np.int16, chunks=(1024,))
+        self._create_ids(g, 1024)
+        g.create_dataset("reason", (0,), maxshape=(None,), dtype=STR, chunks=(1024,))
+        self.genes = tuple(genes)
+        if genes:  # (variant, gene) rows: docs/genes.md
+            g = f.create_group("genes")
+            self._create_ids(g, 4096)
+            for name in GENE_TEXT:
+                g.create_dataset(name, (0,), maxshape=(None,), dtype=STR, chunks=(4096,))
+            for name, dt in GENE_NUMBERS.items():
+                g.create_dataset(name, (0,), maxshape=(None,), dtype=dt, chunks=(4096,))
+            for s in self.genes:
+                self.overflow["genes/" + s] = 0
+                g.create_dataset(s, (0, self.n_tracks), maxshape=(None, self.n_tracks), dtype=self.dtype,
+                                 chunks=(rows, self.n_tracks))
+
+    @staticmethod
+    def _create_ids(g, chunk: int) -> None:
+        for name in ("chr", "id", "ref_allele", "alt_allele"):
+            g.create_dataset(name, (0,), maxshape=(None,), dtype=STR, chunks=(chunk,))
+        g.create_dataset("pos", (0,), maxshape=(None,), dtype=np.uint32, chunks=(chunk,))
+        g.create_dataset("record", (0,), maxshape=(None,), dtype=np.int64, chunks=(chunk,))
+        g.create_dataset("alt_index", (0,), maxshape=(None,), dtype=np.int16, chunks=(chunk,))
 
     @staticmethod
     def _append_ids(g, rows: VariantRows) -> None:
@@ -153,6 +182,19 @@ class H5Writer:
         self._append_ids(g, rows)
         append_rows(g["reason"], reasons)
 
+    def write_genes(self, rows: VariantRows, genes: dict[str, np.ndarray], scores: dict[str, np.ndarray]) -> None:
+        """(variant, gene) rows: the variants' identifiers, the genes' columns, {stat: (G, T)} scores."""
+        if not self.genes or not len(rows):
+            return
+        g = self.f["genes"]
+        self._append_ids(g, rows)
+        for name in GENE_TEXT:
+            append_rows(g[name], genes[name])
+        for name, dt in GENE_NUMBERS.items():
+            append_rows(g[name], np.asarray(genes[name]).astype(dt))
+        for s in self.genes:
+            self._append_score("genes/" + s, scores[s])
+
     def finish(self, summary: dict) -> None:
         for k, v in summary.items():
             self.f.attrs[k] = _attr_value(v)
@@ -187,6 +229,9 @@ class TextTable:
     def write_skipped(self, rows: VariantRows, reasons: list[str]) -> None:
         pass
 
+    def write_genes(self, rows: VariantRows, genes: dict[str, np.ndarray], scores: dict[str, np.ndarray]) -> None:
+        pass
+
     def finish(self, summary: dict | None = None) -> None:
         self.fh.close()
         os.replace(self.tmp, self.path)
@@ -210,11 +255,19 @@ class TSVWriter(TextTable):
         self.long = long
         cols = (["track", "stat", "value"] if long
                 else [f"{s}:{t}" for s in stats for t in track_ids] + list(profile_stats))
-        super().__init__(path, ["chrom", "pos", "id", "ref", "alt", *cols])
+        super().__init__(path, ["chrom", "pos", "id", "ref", "alt", *self.key_columns, *cols])
+
+    key_columns: tuple[str, ...] = ()  # more identifying columns after alt (GeneTSVWriter)
+
+    @staticmethod
+    def _keys(rows: VariantRows) -> list[str]:
+        return [f"{c}\t{p}\t{i}\t{r}\t{a}" for c, p, i, r, a in
+                zip(rows.chrom, rows.pos.tolist(), rows.id, rows.ref, rows.alt)]
 
     def write(self, rows: VariantRows, scores: dict[str, np.ndarray]) -> None:
-        keys = [f"{c}\t{p}\t{i}\t{r}\t{a}" for c, p, i, r, a in
-                zip(rows.chrom, rows.pos.tolist(), rows.id, rows.ref, rows.alt)]
+        self._write_keyed(self._keys(rows), scores)
+
+    def _write_keyed(self, keys: list[str], scores: dict[str, np.ndarray]) -> None:
         if not keys:
             return
         if self.long:
@@ -244,3 +297,21 @@ class SkippedTSVWriter(TextTable):
             self.fh.write("".join(f"{c}\t{p}\t{i}\t{r}\t{a}\t{k}\t{x}\t{why}\n" for c, p, i, r, a, k, x, why in
                                   zip(rows.chrom, rows.pos.tolist(), rows.id, rows.ref, rows.alt,
                                       rows.record.tolist(), rows.alt_index.tolist(), reasons)))
+
+
+class GeneTSVWriter(TSVWriter):
+    """One row per (variant, gene): the variant's columns, ``gene_id gene_name strand tss tss_distance
+    n_tss``, then ``STAT:TRACK`` columns."""
+
+    key_columns = (*GENE_TEXT, *GENE_NUMBERS)
+
+    def __init__(self, path: str | os.PathLike, track_ids: list[str], stats: tuple[str, ...]):
+        super().__init__(path, track_ids, stats)
+
+    def write(self, rows: VariantRows, scores: dict[str, np.ndarray]) -> None:
+        pass
+
+    def write_genes(self, rows: VariantRows, genes: dict[str, np.ndarray], scores: dict[str, np.ndarray]) -> None:
+        cols = zip(*(np.asarray(genes[c]).tolist() for c in self.key_columns))
+        keys = [k + "\t" + "\t".join(map(str, g)) for k, g in zip(self._keys(rows), cols)]
+        self._write_keyed(keys, scores)
