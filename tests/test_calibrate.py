@@ -135,7 +135,7 @@ def test_draws_are_deterministic_and_valid(world, tmp_path):
 
 
 def test_candidate_sites_match_a_brute_force_scan_whatever_the_chunk(world, monkeypatch):
-    from varfx import calibrate as C
+    from varfx import background as C
     from varfx.genome import Genome
 
     seqs = world["seqs"]

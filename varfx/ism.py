@@ -22,7 +22,6 @@ reason ``ref_not_acgt``.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -41,7 +40,7 @@ from .results import open_complete, strings
 from .run import ModelRun, check_out, sha256, work_unit
 from .variants import parse_region
 from .windows import BinSelection, align_bins
-from .writers import STR, _attr_value, format_values, partial_path
+from .writers import STR, _attr_value, atomic_path, begin_h5, format_values
 
 OUTPUT_KIND = "ism"
 SKIP_REASON = "ref_not_acgt"
@@ -276,55 +275,38 @@ def _score_all(mr: ModelRun, ref: np.ndarray, i0: int, pos_k: np.ndarray, alt_b:
 
 def write_ism_h5(path: Path, reg: IsmRegion, codes: np.ndarray, values: dict, mr: ModelRun, attrs: dict,
                  final: dict, skipped_pos: np.ndarray) -> None:
-    tmp = partial_path(path)
-    try:
-        with h5py.File(tmp, "w") as f:
-            f.attrs["complete"] = False
-            for k, v in attrs.items():
-                f.attrs[k] = _attr_value(v)
-            f.attrs["settings"] = json.dumps(attrs, default=str)
-            f.create_dataset("ref", data=decode(codes), dtype=STR)
-            f.create_dataset("ref_code", data=codes.astype(np.uint8))
-            f.create_dataset("positions", data=np.arange(reg.start, reg.end + 1, dtype=np.int64))
-            f.create_dataset("target_ids", data=np.array(mr.track_ids, dtype=object), dtype=STR)
-            f.create_dataset("target_labels", data=np.array(mr.track_labels, dtype=object), dtype=STR)
-            for s, val in values.items():
-                ds = f.create_dataset(s, data=val)
-                ds.attrs["axes"] = "position, base (A C G T), track" if val.ndim == 3 else "position, base (A C G T)"
-            g = f.create_group("skipped")
-            g.create_dataset("pos", data=(reg.start + skipped_pos).astype(np.int64))
-            g.create_dataset("reason", data=np.array([SKIP_REASON] * skipped_pos.size, dtype=object), dtype=STR)
-            for k, v in final.items():
-                f.attrs[k] = _attr_value(v)
-            f.attrs["complete"] = True
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        begin_h5(f, attrs, mr.track_ids, mr.track_labels)
+        f.create_dataset("ref", data=decode(codes), dtype=STR)
+        f.create_dataset("ref_code", data=codes.astype(np.uint8))
+        f.create_dataset("positions", data=np.arange(reg.start, reg.end + 1, dtype=np.int64))
+        for s, val in values.items():
+            ds = f.create_dataset(s, data=val)
+            ds.attrs["axes"] = "position, base (A C G T), track" if val.ndim == 3 else "position, base (A C G T)"
+        g = f.create_group("skipped")
+        g.create_dataset("pos", data=(reg.start + skipped_pos).astype(np.int64))
+        g.create_dataset("reason", data=np.array([SKIP_REASON] * skipped_pos.size, dtype=object), dtype=STR)
+        for k, v in final.items():
+            f.attrs[k] = _attr_value(v)
+        f.attrs["complete"] = True
 
 
 def write_ism_tsv(path: Path, reg: IsmRegion, codes: np.ndarray, values: dict, mr: ModelRun,
                   pos_k: np.ndarray, alt_b: np.ndarray) -> None:
     """Long format: ``chrom pos ref alt track stat value``, one row per scored mutation, statistic and track
     (profile statistics: track ``*``), in position, ALT (A, C, G, T), statistic, track order."""
-    tmp = partial_path(path)
     text = {s: format_values(v[pos_k, alt_b]) for s, v in values.items()}
-    try:
-        with open(tmp, "w", newline="\n") as fh:
-            fh.write("chrom\tpos\tref\talt\ttrack\tstat\tvalue\n")
-            for j, (k, b) in enumerate(zip(pos_k.tolist(), alt_b.tolist())):
-                key = f"{reg.chrom}\t{reg.start + k}\t{ALPHABET[codes[k]]}\t{ALPHABET[b]}"
-                lines = []
-                for s, txt in text.items():
-                    if txt.ndim == 2:
-                        lines.extend(f"{key}\t{t}\t{s}\t{x}" for t, x in zip(mr.track_ids, txt[j]))
-                    else:
-                        lines.append(f"{key}\t*\t{s}\t{txt[j]}")
-                fh.write("\n".join(lines) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "w", newline="\n") as fh:
+        fh.write("chrom\tpos\tref\talt\ttrack\tstat\tvalue\n")
+        for j, (k, b) in enumerate(zip(pos_k.tolist(), alt_b.tolist())):
+            key = f"{reg.chrom}\t{reg.start + k}\t{ALPHABET[codes[k]]}\t{ALPHABET[b]}"
+            lines = []
+            for s, txt in text.items():
+                if txt.ndim == 2:
+                    lines.extend(f"{key}\t{t}\t{s}\t{x}" for t, x in zip(mr.track_ids, txt[j]))
+                else:
+                    lines.append(f"{key}\t*\t{s}\t{txt[j]}")
+            fh.write("\n".join(lines) + "\n")
 
 
 def read_ism(path) -> IsmResult:

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import re
 import sys
 import time
@@ -47,7 +46,7 @@ from .genome import Genome
 from .results import open_complete, strings
 from .run import ModelRun, check_out, sha256, work_unit
 from .shuffle import dinuc_shuffle
-from .writers import STR, _attr_value, format_values, partial_path
+from .writers import STR, atomic_path, begin_h5, format_values
 
 OUTPUT_KIND = "perturb"
 TESTS = ("context", "necessity", "sufficiency", "distance", "interaction")
@@ -560,94 +559,75 @@ def perturb_tss(tss: str, fasta, backend: str | Backend, weights=None, out=None,
 
 def write_perturb_tsv(path: Path, table: pd.DataFrame) -> None:
     """The table as TSV (empty cells where a column does not apply), written under ``.partial``."""
-    path = Path(path)
-    tmp = partial_path(path)
-    try:
-        with open(tmp, "w", newline="\n") as fh:
-            fh.write("\t".join(COLUMNS) + "\n")
-            cells = []
-            for col in COLUMNS:
-                v = table[col]
-                if v.dtype.kind == "f":
-                    txt = np.where(v.isna(), "", format_values(v.to_numpy(dtype=np.float32, na_value=np.nan)))
-                else:
-                    txt = np.array(["" if pd.isna(x) else str(x) for x in v], dtype=object)
-                cells.append(txt)
-            for row in zip(*cells):
-                fh.write("\t".join(row) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "w", newline="\n") as fh:
+        fh.write("\t".join(COLUMNS) + "\n")
+        cells = []
+        for col in COLUMNS:
+            v = table[col]
+            if v.dtype.kind == "f":
+                txt = np.where(v.isna(), "", format_values(v.to_numpy(dtype=np.float32, na_value=np.nan)))
+            else:
+                txt = np.array(["" if pd.isna(x) else str(x) for x in v], dtype=object)
+            cells.append(txt)
+        for row in zip(*cells):
+            fh.write("\t".join(row) + "\n")
 
 
 def write_perturb_h5(path: Path, result: PerturbResult, table: pd.DataFrame, mr: ModelRun, attrs: dict,
                      window_start: int) -> None:
     """HDF5 (docs/perturb.md): per-test activities (rows, shuffles, tracks), per-row summaries, the tiles,
     the table of the TSV under ``table/``; written under ``.partial`` and renamed when complete."""
-    path = Path(path)
-    tmp = partial_path(path)
     g = result.grid
-    try:
-        with h5py.File(tmp, "w") as f:
-            f.attrs["complete"] = False
-            for k, v in attrs.items():
-                f.attrs[k] = _attr_value(v)
-            f.attrs["settings"] = json.dumps(attrs, default=str)
-            f.create_dataset("target_ids", data=np.array(mr.track_ids, dtype=object), dtype=STR)
-            f.create_dataset("target_labels", data=np.array(mr.track_labels, dtype=object), dtype=STR)
-            tg = f.create_group("tiles")
-            tg.create_dataset("start", data=window_start + g.starts)
-            tg.create_dataset("end", data=window_start + g.ends)
-            tg.create_dataset("window_start", data=g.starts)
-            tg.create_dataset("window_end", data=g.ends)
-            tg.create_dataset("distance_to_tss", data=(g.starts + g.size / 2 - g.length // 2).astype(np.float64))
-            wt = f.create_group("wild_type")
-            wt.create_dataset("activity", data=result.wild_type)
-            wt.attrs["total"] = result.wt
-            parts = {"context": (result.context, None), "necessity": (result.necessity, "necessity_effect"),
-                     "sufficiency": (result.sufficiency, "sufficiency_effect"),
-                     "distance": (result.distance, "distance_effect"), "interaction": (result.interaction, None)}
-            for name, (res, eff) in parts.items():
-                if res is None:
-                    continue
-                grp = f.create_group(name)
-                grp.create_dataset("activity", data=res.activity)
-                grp.create_dataset("mean", data=res.mean)
-                grp.create_dataset("sd", data=res.sd)
-                grp.attrs["baseline"] = res.baseline
-                if eff is not None:
-                    grp.create_dataset("effect", data=getattr(result, eff)())
-            if result.context is not None:
-                eff = result.context_effect()
-                f["context"].attrs["effect"] = eff
-                f["context"].attrs["class"] = context_class(eff)
-            if result.distance is not None:
-                f["distance"].attrs["source_tile"] = result.distance_tile
-            if result.interaction is not None:
-                k = max(len(s) for s in result.sets)
-                sets = np.full((len(result.sets), k), -1, dtype=np.int64)
-                for i, s in enumerate(result.sets):
-                    sets[i, :len(s)] = s
-                grp = f["interaction"]
-                grp.create_dataset("sets", data=sets)
-                grp.create_dataset("top", data=np.array(result.top, dtype=np.int64))
-                grp.create_dataset("expected", data=result.expected())
-                grp.create_dataset("interaction", data=result.interaction_term())
-                grp.create_dataset("effect", data=result._norm(result.wt - result.interaction.mean))
-            tab = f.create_group("table")
-            for col in COLUMNS:
-                v = table[col]
-                if v.dtype.kind in "fi" or str(v.dtype) == "Int64":  # numbers: float64, NaN where empty
-                    tab.create_dataset(col, data=v.to_numpy(dtype=np.float64, na_value=np.nan))
-                else:
-                    tab.create_dataset(col, data=np.array(["" if pd.isna(x) else str(x) for x in v], dtype=object),
-                                       dtype=STR)
-            f.attrs["complete"] = True
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        begin_h5(f, attrs, mr.track_ids, mr.track_labels)
+        tg = f.create_group("tiles")
+        tg.create_dataset("start", data=window_start + g.starts)
+        tg.create_dataset("end", data=window_start + g.ends)
+        tg.create_dataset("window_start", data=g.starts)
+        tg.create_dataset("window_end", data=g.ends)
+        tg.create_dataset("distance_to_tss", data=(g.starts + g.size / 2 - g.length // 2).astype(np.float64))
+        wt = f.create_group("wild_type")
+        wt.create_dataset("activity", data=result.wild_type)
+        wt.attrs["total"] = result.wt
+        parts = {"context": (result.context, None), "necessity": (result.necessity, "necessity_effect"),
+                 "sufficiency": (result.sufficiency, "sufficiency_effect"),
+                 "distance": (result.distance, "distance_effect"), "interaction": (result.interaction, None)}
+        for name, (res, eff) in parts.items():
+            if res is None:
+                continue
+            grp = f.create_group(name)
+            grp.create_dataset("activity", data=res.activity)
+            grp.create_dataset("mean", data=res.mean)
+            grp.create_dataset("sd", data=res.sd)
+            grp.attrs["baseline"] = res.baseline
+            if eff is not None:
+                grp.create_dataset("effect", data=getattr(result, eff)())
+        if result.context is not None:
+            eff = result.context_effect()
+            f["context"].attrs["effect"] = eff
+            f["context"].attrs["class"] = context_class(eff)
+        if result.distance is not None:
+            f["distance"].attrs["source_tile"] = result.distance_tile
+        if result.interaction is not None:
+            k = max(len(s) for s in result.sets)
+            sets = np.full((len(result.sets), k), -1, dtype=np.int64)
+            for i, s in enumerate(result.sets):
+                sets[i, :len(s)] = s
+            grp = f["interaction"]
+            grp.create_dataset("sets", data=sets)
+            grp.create_dataset("top", data=np.array(result.top, dtype=np.int64))
+            grp.create_dataset("expected", data=result.expected())
+            grp.create_dataset("interaction", data=result.interaction_term())
+            grp.create_dataset("effect", data=result._norm(result.wt - result.interaction.mean))
+        tab = f.create_group("table")
+        for col in COLUMNS:
+            v = table[col]
+            if v.dtype.kind in "fi" or str(v.dtype) == "Int64":  # numbers: float64, NaN where empty
+                tab.create_dataset(col, data=v.to_numpy(dtype=np.float64, na_value=np.nan))
+            else:
+                tab.create_dataset(col, data=np.array(["" if pd.isna(x) else str(x) for x in v], dtype=object),
+                                   dtype=STR)
+        f.attrs["complete"] = True
 
 
 def read_perturb(path) -> tuple[pd.DataFrame, dict]:

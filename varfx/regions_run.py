@@ -10,7 +10,6 @@ reference genome.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -30,7 +29,7 @@ from .personal_run import (CLUSTER_BYTES, HAPLOTYPE_MODES, PersonalSetup, _check
                            _counts_report, _window_stretches, unique_rows)
 from .prefetch import prefetch
 from .run import ModelRun, check_out, sha256, work_unit
-from .writers import STR, TextTable, _attr_value, append_rows, format_values, partial_path
+from .writers import STR, TextTable, _attr_value, append_rows, begin_h5, format_values, partial_path
 
 REGION_SKIPS = {
     "unknown_contig": "the contig is not in the FASTA (after trying chr/no-chr and M/MT aliases)",
@@ -148,16 +147,11 @@ class RegionH5Writer:
         self.path = Path(path)
         self.tmp = partial_path(self.path)
         self.f = f = h5py.File(self.tmp, "w")
-        f.attrs["complete"] = False
-        for k, v in attrs.items():
-            f.attrs[k] = _attr_value(v)
-        f.attrs["settings"] = json.dumps(attrs, default=str)
+        begin_h5(f, attrs, track_ids, track_labels)
         for name in ("chr", "name"):
             f.create_dataset(name, (0,), maxshape=(None,), dtype=STR, chunks=(1024,))
         for name in ("start", "end", "region"):
             f.create_dataset(name, (0,), maxshape=(None,), dtype=np.int64, chunks=(1024,))
-        f.create_dataset("target_ids", data=np.array(track_ids, dtype=object), dtype=STR)
-        f.create_dataset("target_labels", data=np.array(track_labels, dtype=object), dtype=STR)
         f.create_dataset("samples", data=np.array(samples, dtype=object), dtype=STR)
         t = len(track_ids)
         shape = (*inner, t)

@@ -30,7 +30,7 @@ from .prefetch import WorkerInfo, prefetch, worker_batches
 from .windows import (INDEL_ALIGNMENT, BinSelection, WindowBatch, align_bins, build_windows,
                       check_sites)
 from .blocks import BLOCK_LINE, BLOCK_RECORDS, VOLATILE, Staging, parse_shard, shard_line
-from .writers import GENE_NUMBERS, GENE_TEXT, GeneTSVWriter, H5Writer, SkippedTSVWriter, TSVWriter, VariantRows
+from .writers import GeneTSVWriter, H5Writer, SkippedTSVWriter, TSVWriter, VariantRows
 
 REF_POLICIES = ("skip", "error")
 SHORT_CONTIG_POLICIES = ("error", "skip", "pad")

@@ -114,7 +114,7 @@ def profile_stats(ref_pred: torch.Tensor, alt_pred: torch.Tensor, al: Aligned, t
 SUMMARIES = ("maxabs", "maxtrack", "l2")
 
 
-def track_summaries(values, track_ids: list[str]) -> dict[str, "np.ndarray"]:
+def track_summaries(values, track_ids: list[str]) -> dict:
     """Per-variant summaries of a (V, T) score matrix across its tracks (numpy, NaN-safe).
 
     * ``maxabs``   = the signed score of largest absolute value, max_t |s_t| keeping s's sign

@@ -8,6 +8,7 @@ therefore always complete.  Rows are appended in chunks as the run goes.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from dataclasses import dataclass
@@ -23,6 +24,31 @@ PARTIAL = ".partial"
 
 def partial_path(path: Path) -> Path:
     return path.with_name(path.name + PARTIAL)
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yield ``NAME.partial`` to write; it becomes NAME when the block ends, and is removed on an error."""
+    path = Path(path)
+    tmp = partial_path(path)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def begin_h5(f: h5py.File, attrs: dict, track_ids=None, track_labels=None) -> None:
+    """The head of a varfx HDF5 output: ``complete`` False until it is finished, the run's attributes and
+    all of them as one JSON ``settings``, and (when given) the tracks as ``target_ids``/``target_labels``."""
+    f.attrs["complete"] = False
+    for k, v in attrs.items():
+        f.attrs[k] = _attr_value(v)
+    f.attrs["settings"] = json.dumps(attrs, default=str)
+    if track_ids is not None:
+        f.create_dataset("target_ids", data=np.array(track_ids, dtype=object), dtype=STR)
+        f.create_dataset("target_labels", data=np.array(track_labels, dtype=object), dtype=STR)
 
 
 @dataclass
@@ -97,17 +123,12 @@ class H5Writer:
         self.extra = dict(extra or {})
         self.f = h5py.File(self.tmp, "w")
         f = self.f
-        f.attrs["complete"] = False
-        for k, v in attrs.items():
-            f.attrs[k] = _attr_value(v)
-        f.attrs["settings"] = json.dumps(attrs, default=str)
+        begin_h5(f, attrs, track_ids, track_labels)
         for name in ("snp", "chr", "ref_allele", "alt_allele", "id"):
             f.create_dataset(name, (0,), maxshape=(None,), dtype=STR, chunks=(4096,))
         f.create_dataset("pos", (0,), maxshape=(None,), dtype=np.uint32, chunks=(4096,))
         f.create_dataset("record", (0,), maxshape=(None,), dtype=np.int64, chunks=(4096,))
         f.create_dataset("alt_index", (0,), maxshape=(None,), dtype=np.int16, chunks=(4096,))
-        f.create_dataset("target_ids", data=np.array(track_ids, dtype=object), dtype=STR)
-        f.create_dataset("target_labels", data=np.array(track_labels, dtype=object), dtype=STR)
         shape = (*self.inner, self.n_tracks)
         for s in stats:
             f.create_dataset(s, (0, *shape), maxshape=(None, *shape), dtype=self.dtype, chunks=(rows, *shape))
