@@ -2,6 +2,7 @@ import random
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 HERE = Path(__file__).parent
 ROOT = HERE.parent
@@ -47,3 +48,28 @@ def genome_seqs():
 @pytest.fixture
 def fasta(tmp_path, genome_seqs):
     return write_fasta(tmp_path / "genome.fa", genome_seqs)
+
+
+# -- the command line, as the tests drive it ---------------------------------------------------------------------
+
+def run_cli(args):
+    from varfx.cli import cli
+
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def ok(r):
+    assert r.exit_code == 0, r.output
+    return r
+
+
+def one_line_error(r, code: int | None = None) -> str:
+    """A refused command: non-zero exit (``code`` if given), one line ``varfx: error: …``, no traceback."""
+    assert r.exit_code != 0, r.output
+    if code is not None:
+        assert r.exit_code == code, r.output
+    assert "Traceback" not in r.output, r.output
+    assert r.exception is None or isinstance(r.exception, SystemExit), repr(r.exception)
+    lines = [line for line in r.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("varfx: error: "), r.output
+    return lines[0]

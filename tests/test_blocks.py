@@ -25,12 +25,9 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from click.testing import CliRunner
-
-from varfx.cli import cli
 
 from cohort import random_genotypes, random_records, write_cohort
-from conftest import random_seq, write_fasta, write_vcf
+from conftest import ok, one_line_error, random_seq, run_cli, write_fasta, write_vcf
 from toy_models import ToyConv, save_module, save_toy
 
 B = 8  # records per block in most tests (--block-records)
@@ -44,25 +41,6 @@ def other(b: str) -> str:
     return "A" if b.upper() != "A" else "C"
 
 
-def run_cli(args):
-    return CliRunner().invoke(cli, [str(a) for a in args])
-
-
-def ok(r):
-    assert r.exit_code == 0, r.output
-    return r
-
-
-def one_line_error(r, code: int | None = None) -> str:
-    """A refused command: non-zero exit (``code`` if given), one line ``varfx: error: …``, no traceback."""
-    assert r.exit_code != 0, r.output
-    if code is not None:
-        assert r.exit_code == code, r.output
-    assert "Traceback" not in r.output, r.output
-    assert r.exception is None or isinstance(r.exception, SystemExit), repr(r.exception)
-    lines = [line for line in r.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("varfx: error: "), r.output
-    return lines[0]
 
 
 # -- comparing outputs -------------------------------------------------------------------------------------------

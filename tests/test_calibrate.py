@@ -18,11 +18,8 @@ import h5py
 import numpy as np
 import pandas as pd
 import pytest
-from click.testing import CliRunner
 
-from varfx.cli import cli
-
-from conftest import random_seq, write_fasta, write_vcf
+from conftest import ok, one_line_error, random_seq, run_cli, write_fasta, write_vcf
 from toy_models import save_toy
 
 N_BG = 200  # background SNVs of the shared calibration
@@ -31,23 +28,6 @@ WINDOW = 64  # the toy model's input length
 FLANK = 50
 
 
-def run_cli(args):
-    return CliRunner().invoke(cli, [str(a) for a in args])
-
-
-def ok(r):
-    assert r.exit_code == 0, r.output
-    return r
-
-
-def one_line_error(r, code: int | None = None) -> str:
-    assert r.exit_code != 0, r.output
-    if code is not None:
-        assert r.exit_code == code, r.output
-    assert "Traceback" not in r.output, r.output
-    lines = [line for line in r.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("varfx: error: "), r.output
-    return lines[0]
 
 
 def gc_rich(n: int, rng: random.Random, gc: float) -> str:

@@ -397,27 +397,22 @@ def run_tests(activity: Callable[[np.ndarray], np.ndarray], frame: np.ndarray, m
                 x[:, a:b] = tile_shuffles(t)
                 yield x
         res.necessity = Activities(runner.run(necessity_blocks()), res.wt)
-    if "sufficiency" in tests:
-        def sufficiency_blocks():
-            for t in range(grid.n):
-                x = background.copy()
-                a, b = at(t)
-                x[:, a:b] = frame[a:b]
-                yield x
-        res.sufficiency = Activities(runner.run(sufficiency_blocks()), ctx)
-    if "distance" in tests:
+    def placed(source):
+        """Per tile position p: the shuffled context with the native bases of tile ``source(p)`` at p."""
+        for p in range(grid.n):
+            x = background.copy()
+            a, b = at(p)
+            sa, sb = at(source(p))
+            x[:, a:b] = frame[sa:sb]
+            yield x
+
+    if "sufficiency" in tests:  # each tile in its own place
+        res.sufficiency = Activities(runner.run(placed(lambda p: p)), ctx)
+    if "distance" in tests:  # one tile moved to every place
         if distance_tile is None:  # the largest gain over the TSS-only context (lowest index on ties)
             distance_tile = int(np.argmax(res.sufficiency.mean - ctx))
         res.distance_tile = distance_tile
-        sa, sb = at(distance_tile)
-
-        def distance_blocks():
-            for p in range(grid.n):
-                x = background.copy()
-                a, b = at(p)
-                x[:, a:b] = frame[sa:sb]
-                yield x
-        res.distance = Activities(runner.run(distance_blocks()), ctx)
+        res.distance = Activities(runner.run(placed(lambda p: distance_tile)), ctx)
     if "interaction" in tests:
         drop = res.wt - res.necessity.mean
         res.top = [int(t) for t in np.argsort(-drop, kind="stable")[:top_k]]
