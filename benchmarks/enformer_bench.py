@@ -7,7 +7,8 @@ Prints (Markdown):
    and bf16 autocast;
 2. the cost of varfx's incremental ALT pass for an SNV relative to a full forward;
 3. scored SNVs/s end to end (`varfx score` on random SNVs of a synthetic 600-kb genome, REF+ALT,
-   no reverse complement, at --precision), with and without the incremental pass.
+   no reverse complement, at --precision), with and without the incremental pass
+   (and with --compile: varfx's model compiled by torch.compile, in (1) and (3)).
 enformer-pytorch is needed for (1) only (pip install enformer-pytorch==0.8.12).
 """
 
@@ -75,6 +76,9 @@ def main():
     ap.add_argument("--variants", type=int, default=8)
     ap.add_argument("--skip-port", action="store_true", help="do not time enformer-pytorch")
     ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="for the end-to-end part")
+    ap.add_argument("--compile", action="store_true",
+                    help="also time varfx with --compile (torch.compile; the first call of each shape compiles "
+                         "and is left out of the timings, as the warm-up)")
     a = ap.parse_args()
     dev = torch.device(a.device)
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
@@ -94,6 +98,11 @@ def main():
                     t_port = timed(lambda: port(x, head="human"), a.repeats) / a.batch
                     port.cpu()
             rows.append((precision, t_ours, t_port))
+            if a.compile:
+                comp = load_backend("enformer", [str(tmp / "enformer.pt")], compile=True).to(dev)
+                with autocast(dev, precision):
+                    rows.append((f"{precision}, --compile", timed(lambda: comp.predict(x), a.repeats) / a.batch,
+                                 t_port))
         print("\n| precision | varfx s/sequence | enformer-pytorch s/sequence | varfx / port |")
         print("|---|---:|---:|---:|")
         for p, t1, t2 in rows:
@@ -122,8 +131,11 @@ def main():
     import varfx
     write_genome(tmp, a.variants)
     print(f"\nend to end at {a.precision}:\n\n| mode | SNVs | seconds | SNVs/s |\n|---|---:|---:|---:|")
-    for label, inc_flag in (("full ALT forward", False), ("incremental ALT pass", True)):
-        b = load_backend("enformer", [str(tmp / "enformer.pt")], incremental=inc_flag)
+    modes = [("full ALT forward", False, False), ("incremental ALT pass", True, False)]
+    if a.compile:
+        modes.append(("incremental ALT pass, --compile", True, True))
+    for label, inc_flag, comp_flag in modes:
+        b = load_backend("enformer", [str(tmp / "enformer.pt")], incremental=inc_flag, compile=comp_flag)
         t = time.perf_counter()
         s = varfx.score_vcf(tmp / "v.vcf", tmp / "g.fa", b, out=tmp / f"s{inc_flag}.h5", device=a.device,
                             batch_size=max(2, a.batch * 2), float32=True, precision=a.precision)

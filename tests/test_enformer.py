@@ -338,3 +338,40 @@ def test_weight_file_errors_are_one_line(tmp_path):
     torch.save({"stem.0.weight": torch.zeros(1), "something.else": torch.zeros(2)}, tmp_path / "alien.pt")
     with pytest.raises(ModelError, match="does not know: something.else"):
         load_backend("enformer", [str(tmp_path / "alien.pt")])
+
+
+@pytest.mark.slow
+def test_compiled_model_agrees_with_eager(mid_ckpt):
+    """--compile (torch.compile of the tower and the trunk): the same predictions, full and incremental,
+    for two batch sizes (the second reuses the compiled code with a dynamic batch dimension)."""
+    port, ckpt = mid_ckpt
+    eager = load_backend("enformer", [str(ckpt)])
+    comp = load_backend("enformer", [str(ckpt)], compile=True)
+    assert comp.settings()["compile"] is True and eager.settings()["compile"] is False
+    ref = random_one_hot(3, MID_LENGTH, seed=5)
+    alt = ref.clone()
+    alt[:, 4096] = alt[:, 4096].roll(1, dims=-1)
+    lo, hi, rows = torch.full((3,), 4096), torch.full((3,), 4097), torch.arange(3)
+    with torch.no_grad():
+        for n in (3, 2):
+            want = eager.predict(ref[:n])
+            got = comp.predict(ref[:n])
+            assert rel_err(got, want) <= 1e-5, rel_err(got, want)
+        r_e, a_e = eager.predict_ref_alt(ref, alt, rows, lo, hi, 4)
+        r_c, a_c = comp.predict_ref_alt(ref, alt, rows, lo, hi, 4)
+    assert rel_err(r_c, r_e) <= 1e-5 and rel_err(a_c, a_e) <= 1e-5
+    assert float((a_e - r_e).abs().max()) > 0
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 33])
+def test_relative_logits_against_a_loop(n):
+    """out[..., i, j] = q_i · rel_k[j − i + n − 1], for every length (including one position)."""
+    from varfx.backends.enformer_model import relative_logits
+
+    g = torch.Generator().manual_seed(n)
+    q, rel_k = torch.randn(2, 3, n, 4, generator=g), torch.randn(3, 2 * n - 1, 4, generator=g)
+    want = torch.empty(2, 3, n, n)
+    for i in range(n):
+        for j in range(n):
+            want[:, :, i, j] = (q[:, :, i] * rel_k[:, j - i + n - 1]).sum(-1)
+    torch.testing.assert_close(relative_logits(q, rel_k), want, rtol=1e-5, atol=1e-6)

@@ -366,6 +366,11 @@ def test_options_a_backend_does_not_take(case):
             "--weights", str(case["weights"]), "--out", str(case["tmp"] / "o.h5")]
     code, msg = _err(base + ["--annotation", "grch37", "--distance", "10"])
     assert "the torchscript backend does not take --annotation, --distance" in msg and code == 2
+    # the enformer options, shared by every command that loads a model, are refused likewise
+    for extra, name in ((["--compile"], "--compile"), (["--head", "mouse"], "--head"),
+                        (["--no-incremental"], "--no-incremental")):
+        code, msg = _err(base + extra)
+        assert f"the torchscript backend does not take {name}" in msg and code == 2, msg
     # --out-vcf works with every backend: tests/test_annotate.py
 
 

@@ -68,13 +68,37 @@ def _set_threads(ctx, param, value):
     return value
 
 
+_EXTRAS = "varfx_backend_extras"
+
+
+def _keep(ctx, param, value):
+    if value is not None:
+        ctx.meta.setdefault(_EXTRAS, {})[param.name] = value
+    return value
+
+
+def backend_extras(**more) -> dict:
+    """The backend options given on the command line (spec, head, incremental, compile), plus ``more``
+    that are not None: what load_backend takes besides the backend's name and weights."""
+    got = dict(click.get_current_context().meta.get(_EXTRAS, {}))
+    got.update({k: v for k, v in more.items() if v is not None})
+    return got
+
+
 def backend_options(f):
-    """--backend, --weights, --spec (and --threads): shared by every command that loads a model."""
+    """--backend, --weights, --spec, --head, --no-incremental, --compile (and --threads): shared by every
+    command that loads a model.  The options after --weights reach the command through backend_extras()."""
     f = click.option("--threads", type=click.IntRange(min=1), default=None, expose_value=False,
                      callback=_set_threads,
                      help="CPU threads for the model (default: torch's, usually the cores; on shared nodes set it "
                           "to the cores the job was given).")(f)
-    f = click.option("--spec", type=click.Path(dir_okay=False),
+    f = click.option("--compile", "compile", flag_value=True, default=None, expose_value=False, callback=_keep,
+                     help="enformer: compile the model with torch.compile (a one-off cost, then faster forward "
+                          "passes on a GPU; docs/enformer.md).")(f)
+    f = click.option("--no-incremental", "incremental", flag_value=False, default=None, expose_value=False,
+                     callback=_keep, help="enformer: always run the full model for ALT (no incremental pass).")(f)
+    f = click.option("--head", expose_value=False, callback=_keep, help="enformer: human (default) or mouse.")(f)
+    f = click.option("--spec", type=click.Path(dir_okay=False), expose_value=False, callback=_keep,
                      help="JSON spec of a torchscript model (default: the weights file with .json).")(f)
     f = click.option("--weights", "weights", multiple=True, metavar="PATH",
                      help="Weight file(s) or folder; repeat for ensembles (e.g. CLIPNET folds).")(f)
@@ -119,9 +143,6 @@ def backend_options(f):
 @click.option("--distance", type=int, help="spliceai: max distance (bp) between variant and splice site [50].")
 @click.option("--mask", is_flag=True, default=None,
               help="spliceai: mask annotated-site gains and unannotated-site losses.")
-@click.option("--head", help="enformer: human (default) or mouse.")
-@click.option("--no-incremental", "incremental", flag_value=False, default=None,
-              help="enformer: always run the full model for ALT (no incremental conv-tower pass).")
 @click.option("--genotypes", type=click.Path(dir_okay=False),
               help="Cohort VCF/BCF with GT: score each variant on each sample's own background (docs/personal.md).")
 @click.option("--samples", help="With --genotypes: a comma list or a file of sample names (default: all).")
@@ -145,10 +166,10 @@ def backend_options(f):
 @click.option("--calibration", type=click.Path(dir_okay=False),
               help="cal.h5 from `varfx calibrate`: add STAT_pct, each score's signed percentile (docs/calibration.md).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-def score(vcf, fasta, backend, weights, spec, out, tsv, tsv_long, skipped_tsv, region, ref_mismatch, short_contigs, bins,
-          stats, pseudocount, rc, shifts, tracks, batch_size, device, precision, float32, out_vcf, annotation,
-          vcf_stats, vcf_tracks,
-          distance, mask, head, incremental, genotypes, samples, haplotypes, contrast, shard, block_records, workers, resume, genes, genes_tsv, tss_margin, calibration, quiet):
+def score(vcf, fasta, backend, weights, out, tsv, tsv_long, skipped_tsv, region, ref_mismatch, short_contigs, bins,
+          stats, pseudocount, rc, shifts, tracks, batch_size, device, precision, float32, out_vcf, vcf_stats,
+          vcf_tracks, annotation, distance, mask, genotypes, samples, haplotypes, contrast, shard, block_records,
+          workers, resume, genes, genes_tsv, tss_margin, calibration, quiet):
     """Score every ALT allele in VCF with a model: REF vs ALT windows, per-track effects."""
     from .run import score_vcf
 
@@ -161,9 +182,7 @@ def score(vcf, fasta, backend, weights, spec, out, tsv, tsv_long, skipped_tsv, r
                         genotypes=genotypes, samples=samples, haplotypes=haplotypes, contrast=contrast,
                         shard=shard, resume=resume, block_records=block_records,
                         genes=genes, genes_tsv=genes_tsv, tss_margin=tss_margin, calibration=calibration,
-                        workers=workers, **{k: v for k, v in {"spec": spec, "annotation": annotation, "distance": distance,
-                                             "mask": mask, "head": head, "incremental": incremental}.items()
-                           if v is not None})
+                        workers=workers, **backend_extras(annotation=annotation, distance=distance, mask=mask))
     click.echo(summary.report(), err=True)
 
 
@@ -186,17 +205,16 @@ def score(vcf, fasta, backend, weights, spec, out, tsv, tsv_long, skipped_tsv, r
 @click.option("--device", default="auto", show_default=True)
 @click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True)
 @click.option("--float32", "float32", is_flag=True, help="Store profiles as float32 (default float16).")
-@click.option("--head", help="enformer: human (default) or mouse.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-def predict(bed, fasta, backend, weights, spec, genotypes, samples, haplotypes, out, tsv, profile, rc, shifts, tracks,
-            batch_size, device, precision, float32, head, quiet):
+def predict(bed, fasta, backend, weights, genotypes, samples, haplotypes, out, tsv, profile, rc, shifts, tracks,
+            batch_size, device, precision, float32, quiet):
     """Predicted tracks over BED regions, per sample of a cohort (or for the reference)."""
     from .regions_run import predict_regions
 
     summary = predict_regions(bed, fasta, backend, list(weights), out, tsv, genotypes=genotypes, samples=samples,
                               haplotypes=haplotypes, profile=profile, rc=rc, shifts=shifts, tracks=tracks,
                               batch_size=batch_size, device=device, precision=precision, float32=float32,
-                              quiet=quiet, **{k: v for k, v in {"spec": spec, "head": head}.items() if v is not None})
+                              quiet=quiet, **backend_extras())
     click.echo(summary.report(), err=True)
 
 
@@ -225,14 +243,13 @@ def backends():
 @cli.command(context_settings=CONTEXT)
 @backend_options
 @click.option("--tracks", metavar="SELECTION", help="Show only these (same syntax as in `varfx score`).")
-@click.option("--head", help="enformer: human (default) or mouse.")
-def tracks(backend, weights, spec, tracks, head):
+def tracks(backend, weights, tracks):
     """List a model's output tracks (index, id, description)."""
     from .backends import backend_class
     from .tracks import select_tracks
 
     cls = backend_class(backend)
-    table = cls.track_table(list(weights), **{k: v for k, v in {"spec": spec, "head": head}.items() if v is not None})
+    table = cls.track_table(list(weights), **backend_extras())
     chosen = select_tracks(table, tracks)
     click.echo("index\tid\tdescription")
     for i in chosen:
@@ -288,12 +305,9 @@ def export(scores, fmt, out, stats, tracks):
 @click.option("--batch-size", type=int, default=64, show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True)
-@click.option("--head", help="enformer: human (default) or mouse.")
-@click.option("--no-incremental", "incremental", flag_value=False, default=None,
-              help="enformer: always run the full model for ALT.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-def ism(region, fasta, backend, weights, spec, out, tsv, stats, bins, pseudocount, rc, shifts, tracks,
-        short_contigs, batch_size, device, precision, head, incremental, quiet):
+def ism(region, fasta, backend, weights, out, tsv, stats, bins, pseudocount, rc, shifts, tracks,
+        short_contigs, batch_size, device, precision, quiet):
     """Saturation mutagenesis: every base of a region changed to each other base, scored as `varfx score`."""
     from .ism import saturation_mutagenesis
 
@@ -302,8 +316,7 @@ def ism(region, fasta, backend, weights, spec, out, tsv, stats, bins, pseudocoun
                                      tracks=tracks, rc=rc, shifts=shifts, pseudocount=pseudocount,
                                      batch_size=batch_size, device=device, precision=precision, quiet=quiet,
                                      short_contigs=short_contigs,
-                                     **{k: v for k, v in {"spec": spec, "head": head, "incremental": incremental}.items()
-                                        if v is not None})
+                                     **backend_extras())
     click.echo(summary.report(), err=True)
 
 
@@ -381,10 +394,9 @@ def annotate(scores, vcf, out_vcf, vcf_stats, vcf_tracks):
 @click.option("--batch-size", type=int, default=64, show_default=True, help="Sequences per forward pass.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True)
-@click.option("--head", help="enformer: human (default) or mouse.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-def perturb(tss, fasta, backend, weights, spec, out, tsv, tracks, tests, tile_size, shuffles, top_k, distance_tile,
-            tss_margin, seed, rc, shifts, batch_size, device, precision, head, quiet):
+def perturb(tss, fasta, backend, weights, out, tsv, tracks, tests, tile_size, shuffles, top_k, distance_tile,
+            tss_margin, seed, rc, shifts, batch_size, device, precision, quiet):
     """CREME's perturbation tests (context, necessity, sufficiency, distance, interaction) around a TSS."""
     from .perturb import perturb_tss
 
@@ -392,7 +404,7 @@ def perturb(tss, fasta, backend, weights, spec, out, tsv, tracks, tests, tile_si
                           shuffles=shuffles, top_k=top_k, seed=seed, tests=tests, distance_tile=distance_tile,
                           tss_margin=tss_margin, rc=rc, shifts=shifts, batch_size=batch_size, device=device,
                           precision=precision, quiet=quiet,
-                          **{k: v for k, v in {"spec": spec, "head": head}.items() if v is not None})
+                          **backend_extras())
     click.echo(summary.report(), err=True)
 
 
@@ -435,18 +447,15 @@ def _backend_optional(f):
 @click.option("--batch-size", type=int, default=64, show_default=True, help="Sequences per forward pass.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True)
-@click.option("--head", help="enformer: human (default) or mouse.")
-@click.option("--no-incremental", "incremental", flag_value=False, default=None,
-              help="enformer: always run the full model for ALT.")
 @click.option("--shard", metavar="K/N", help="Score the K-th of N parts of the background (writes --scores only).")
 @click.option("--block-records", type=int, default=None, help="Records per block, as in `varfx score`.")
 @click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
               help="Processes building windows ahead of the model.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted background run (its scores must be kept).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-def calibrate(from_files, pool, fasta, backend, weights, spec, n_random, seed, match, contigs, write_background,
+def calibrate(from_files, pool, fasta, backend, weights, n_random, seed, match, contigs, write_background,
               background, out, scores, keep_scores, quantiles, bins, stats, pseudocount, rc, shifts, tracks,
-              batch_size, device, precision, head, incremental, shard, block_records, workers, resume, quiet):
+              batch_size, device, precision, shard, block_records, workers, resume, quiet):
     """Score a background of random SNVs and store per-track score quantiles, for `varfx score --calibration`."""
     from .calibrate import calibrate as run_calibration
     from .errors import OptionError
@@ -464,8 +473,7 @@ def calibrate(from_files, pool, fasta, backend, weights, spec, n_random, seed, m
                               workers=workers, bins=bins, stats=stat_list, pseudocount=pseudocount, rc=rc,
                               shifts=shifts, tracks=tracks, batch_size=batch_size, device=device,
                               precision=precision, quiet=quiet,
-                              **{k: v for k, v in {"spec": spec, "head": head, "incremental": incremental}.items()
-                                 if v is not None})
+                              **backend_extras())
     click.echo(summary.report(), err=True)
 
 

@@ -155,5 +155,6 @@ def reject_options(backend: str, options: dict) -> None:
     """A one-line error for options this backend does not take (rather than ignoring them)."""
     given = {k: v for k, v in options.items() if v is not None}
     if given:
-        names = ", ".join("--" + k.replace("_", "-") for k in sorted(given))
+        flag = {"incremental": "no-incremental"}  # options whose flag is not their name
+        names = ", ".join("--" + flag.get(k, k.replace("_", "-")) for k in sorted(given))
         raise OptionError(f"the {backend} backend does not take {names}")

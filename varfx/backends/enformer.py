@@ -116,7 +116,8 @@ class EnformerBackend(Backend):
     needs = ("--weights DIR (config.json + model.safetensors or pytorch_model.bin, as enformer-pytorch "
              "saves) or a state-dict file; --head human|mouse")
 
-    def __init__(self, weights: list[str], head: str = "human", incremental: bool = True, **options):
+    def __init__(self, weights: list[str], head: str = "human", incremental: bool = True, compile: bool = False,
+                 **options):
         super().__init__()
         reject_options(self.name, options)
         path, config = locate(weights)
@@ -137,6 +138,18 @@ class EnformerBackend(Backend):
         self.tracks = self.track_table_for(head, cfg.output_heads[head])
         self.strand_pairs = []
         self._rows = None
+        self.compiled = bool(compile)
+        if compile:
+            self._compile()
+
+    def _compile(self) -> None:
+        """torch.compile the two heavy parts, the conv tower and the trunk (transformer, crop, pointwise).
+
+        Each compiles on its first call for a new input shape (the incremental pass's tower slices are one
+        more shape); dynamic shapes let the last, smaller batch of a run reuse the compiled code."""
+        m = self.model
+        m.conv_tower = torch.compile(m.conv_tower, dynamic=None)
+        m.trunk_from_tower = torch.compile(m.trunk_from_tower, dynamic=None)
 
     @staticmethod
     def track_table_for(head: str, n: int) -> pd.DataFrame:
@@ -199,4 +212,5 @@ class EnformerBackend(Backend):
         return ref_pred, alt_pred
 
     def settings(self) -> dict:
-        return {"head": self.head_name, "incremental_alt_pass": self.incremental, "config": vars(self.model.cfg)}
+        return {"head": self.head_name, "incremental_alt_pass": self.incremental, "compile": self.compiled,
+                "config": vars(self.model.cfg)}

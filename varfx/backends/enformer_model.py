@@ -181,13 +181,16 @@ def relative_logits(q: torch.Tensor, rel_k: torch.Tensor) -> torch.Tensor:
     out[..., i, j] = q_i · rel_k[(j − i) + n − 1].
 
     Row i of the result is the window of row i of the full (n, 2n−1) product that starts
-    at column n−1−i: a strided view (stride 2n−2 between rows), no copy and no gather.
+    at column n−1−i, i.e. flat element i·(2n−2) + n−1 + j of each (n, 2n−1) block: a slice of the
+    flattened block read with rows of 2n−2 (views only, no gather; torch.compile traces it).
     """
     n = q.shape[-2]
     full = torch.einsum("bhid,hrd->bhir", q, rel_k).contiguous()  # (b, h, n, 2n − 1)
     b, h = full.shape[:2]
-    row = 2 * n - 1
-    return full.as_strided((b, h, n, n), (h * n * row, n * row, row - 1, 1), full.storage_offset() + n - 1)
+    if n == 1:  # one position: distance 0 only
+        return full
+    flat = full.reshape(b, h, n * (2 * n - 1))[..., n - 1: n - 1 + n * (2 * n - 2)]
+    return flat.reshape(b, h, n, 2 * n - 2)[..., :n]
 
 
 class Attention(nn.Module):
