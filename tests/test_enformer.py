@@ -375,3 +375,20 @@ def test_relative_logits_against_a_loop(n):
         for j in range(n):
             want[:, :, i, j] = (q[:, :, i] * rel_k[:, j - i + n - 1]).sum(-1)
     torch.testing.assert_close(relative_logits(q, rel_k), want, rtol=1e-5, atol=1e-6)
+
+
+def test_compile_on_a_cpu_without_a_compiler_is_a_one_line_error(small_port, monkeypatch, tmp_path):
+    from click.testing import CliRunner
+
+    from varfx.cli import cli
+    from conftest import EXAMPLES
+
+    port, ckpt = small_port
+    monkeypatch.setattr("varfx.backends.enformer.shutil.which", lambda name: None)
+    r = CliRunner().invoke(cli, ["score", str(EXAMPLES / "variants.vcf"), "--fasta", str(EXAMPLES / "genome.fa"),
+                                 "--backend", "enformer", "--weights", str(ckpt), "--compile", "--device", "cpu",
+                                 "--out", str(tmp_path / "o.h5"), "-q"])
+    assert r.exit_code == 2
+    assert r.output.strip() == ("varfx: error: --compile on the CPU needs a C++ compiler (g++ or clang++): "
+                                "install one, or run without --compile")
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith("o.h5")]  # nothing written

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from importlib import resources
 from pathlib import Path
 
@@ -171,6 +172,10 @@ class EnformerBackend(Backend):
         self._rows = None if indices is None else torch.as_tensor(list(indices), dtype=torch.long)
 
     def to(self, device):
+        if self.compiled and torch.device(device).type == "cpu" and not any(
+                shutil.which(c) for c in ("c++", "g++", "clang++")):
+            raise OptionError("--compile on the CPU needs a C++ compiler (g++ or clang++): install one, or run "
+                              "without --compile")
         self.model.to(device)
         if self._rows is not None:
             self._rows = self._rows.to(device)
