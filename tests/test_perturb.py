@@ -246,7 +246,8 @@ def test_sequences_built_by_each_test():
         return frames[:, :3].astype(np.float64)  # anything of shape (N, tracks)
 
     S = 3
-    res = run_tests(activity, frame, 0, grid, shuffles=S, seed=5, top_k=3, distance_tile=4, unit=7)
+    five = ("context", "necessity", "sufficiency", "distance", "interaction")  # the greedy search: below
+    res = run_tests(activity, frame, 0, grid, shuffles=S, seed=5, top_k=3, distance_tile=4, unit=7, tests=five)
     x = np.concatenate(seen)
     assert len(x) == count_sequences(grid.n, S, ("context", "necessity", "sufficiency", "distance",
                                                    "interaction"), 3)
@@ -294,10 +295,87 @@ def test_seed_and_batching():
     a = run_tests(activity, frame, 0, grid, shuffles=2, seed=1, unit=1)
     b = run_tests(activity, frame, 0, grid, shuffles=2, seed=1, unit=1000)
     c = run_tests(activity, frame, 0, grid, shuffles=2, seed=2, unit=64)
-    for name in ("context", "necessity", "sufficiency", "distance", "interaction"):
+    for name in ("context", "necessity", "sufficiency", "distance", "interaction", "greedy"):
         assert np.array_equal(getattr(a, name).activity, getattr(b, name).activity)
+    assert a.greedy.tiles == b.greedy.tiles
+    alone = run_tests(activity, frame, 0, grid, shuffles=2, seed=1, unit=5, tests=("greedy",))
+    assert alone.greedy.tiles == a.greedy.tiles  # its first round computed, or taken from the necessity test
+    assert np.array_equal(alone.greedy.activity, a.greedy.activity)
     assert not np.array_equal(a.necessity.activity, c.necessity.activity)
     assert not np.array_equal(a.context.activity, c.context.activity)
+
+
+# -- the greedy search (CREME's higher-order interaction test) ---------------------------------------
+
+
+@pytest.mark.parametrize("gamma", [5.0, 0.0])
+def test_greedy_search_against_the_closed_form(world, gamma):
+    """Round 1 takes the tile whose shuffle lowers the activity most (A: alpha·kA + gamma), round 2 the
+    other motif's tile; the trace ends at b0 and exceeds the additive expectation by gamma / WT."""
+    alpha, beta = 10.0, 6.0
+    w = model(world, f"greedy{gamma}", alpha, beta, gamma)
+    table, out, report = run(world, w, "--tracks", "0", "--tests", "greedy", "--top-k", 3, "--shuffles", 2,
+                             name=f"greedy{gamma}")
+    ka, kb = kernel(STARTS[TILE_A] + OFF_A), kernel(STARTS[TILE_B] + OFF_B)
+    wt = B0 + alpha * ka + beta * kb + gamma
+    g = table[table.test == "greedy"]
+    assert list(g["round"]) == [1, 2, 3]
+    assert list(g.tile)[:2] == [str(TILE_A), str(TILE_B)]
+    assert list(g.tile)[2] == "0"  # nothing left to lower: the first of the tied tiles
+    after = [wt - alpha * ka - gamma, B0, B0]
+    np.testing.assert_allclose(g.activity, after, rtol=1e-5)
+    np.testing.assert_allclose(g.baseline, [wt] + after[:2], rtol=1e-5)
+    np.testing.assert_allclose(g.effect, [(wt - a) / wt for a in after], rtol=1e-5)
+    expected = [wt - alpha * ka - gamma, wt - alpha * ka - beta * kb - 2 * gamma]
+    np.testing.assert_allclose(g.expected[:2], expected, rtol=1e-5)
+    assert g.interaction.iloc[1] == pytest.approx(gamma / wt, rel=1e-5, abs=1e-6)
+    assert "greedy search (enhancers): tiles 2, 9, 0" in report
+    with h5py.File(out) as f:
+        assert f["greedy/tiles"][:].tolist() == [TILE_A, TILE_B, 0]
+        cand = f["greedy/candidates"][:]
+        assert cand.shape == (3, 14) and np.isnan(cand[1, TILE_A]) and np.isnan(cand[2, [TILE_A, TILE_B]]).all()
+        assert cand[0, TILE_A] == pytest.approx(after[0], rel=1e-5)  # round 1's candidates: single tiles
+        assert f["greedy"].attrs["find"] == "enhancers"
+    # silencers: the largest rise; this model has none, so the first tile whose shuffle changes nothing
+    table, _, _ = run(world, w, "--tracks", "0", "--tests", "greedy", "--top-k", 1, "--greedy-find", "silencers",
+                      name=f"greedy_s{gamma}")
+    g = table[table.test == "greedy"]
+    assert list(g.tile) == ["0"] and g.activity.iloc[0] == pytest.approx(wt, rel=1e-6)
+
+
+def test_greedy_search_builds_its_sequences_round_by_round():
+    """Each round shuffles every tile left in the sequence the earlier rounds left behind, and keeps the
+    taken tile's shuffle whose activity is closest to the round's mean (checked from the recorded frames)."""
+    frame = np.random.default_rng(4).integers(0, 4, L).astype(np.uint8)
+    grid = tile_grid(L, TILE)
+    seen = []
+    weights = np.random.default_rng(5).normal(size=(L, 4))
+
+    def activity(frames):
+        seen.append(frames.copy())
+        return weights[np.arange(L), frames].sum(1, keepdims=True)
+
+    S, R = 3, 3
+    res = run_tests(activity, frame, 0, grid, shuffles=S, seed=2, top_k=R, tests=("greedy",), unit=5)
+    x = np.concatenate(seen)
+    assert len(x) == 1 + (14 + 13 + 12) * S == count_sequences(14, S, ("greedy",), R)
+    x = x[1:]
+    current, left, taken = frame.copy(), list(range(14)), []
+    for r in range(R):
+        block = x[:len(left) * S].reshape(len(left), S, L)
+        x = x[len(left) * S:]
+        totals = weights[np.arange(L), block].sum(-1)  # (left, S)
+        for i, t in enumerate(left):  # only tile t differs from the current sequence
+            outside = np.ones(L, bool)
+            outside[STARTS[t]:STARTS[t] + TILE] = False
+            assert all(np.array_equal(block[i, k][outside], current[outside]) for k in range(S))
+        i = int(np.argmin(totals.mean(1)))
+        k = int(np.argmin(np.abs(totals[i] - totals[i].mean())))
+        taken.append(left.pop(i))
+        current = block[i, k].copy()
+    assert res.greedy.tiles == taken
+    np.testing.assert_allclose(res.greedy.activity.sum(-1).mean(-1)[-1],
+                               weights[np.arange(L), block[i]].sum(-1).mean())
 
 
 # -- the bundled example through the CLI --------------------------------------------------------------
@@ -313,7 +391,7 @@ def test_example_data_cli(tmp_path):
     table = pd.read_csv(tsv, sep="\t", dtype={"tile": str, "source_tile": str})
     counts = table.test.value_counts().to_dict()
     assert counts == {"wild_type": 1, "context": 1, "necessity": 14, "sufficiency": 14, "distance": 14,
-                      "interaction_pair": 3, "interaction_set": 1}
+                      "interaction_pair": 3, "interaction_set": 1, "greedy": 3}
     # the CNN sees about ±75 bp around its bins: tiles far from the TSS bins change nothing
     nec = rows(table, "necessity")
     far = nec[(nec.distance_to_tss.abs() >= 192)]
@@ -369,6 +447,9 @@ def test_example_with_rc_and_shifts(tmp_path):
     (["--tests", "necessity,bogus"], 2, "choose from context, necessity"),
     (["--tests", "distance"], 2, "add sufficiency to --tests"),
     (["--tests", "interaction"], 2, "add necessity to --tests"),
+    (["--tests", "greedy", "--top-k", "0"], 2, "--top-k 0: the greedy search needs at least 1 round"),
+    (["--tests", "greedy", "--top-k", "15"], 2, "--top-k 15 is larger than the number of tiles (14)"),
+    (["--greedy-find", "promoters"], 2, "'promoters' is not one of 'enhancers', 'silencers'"),
     (["--shuffles", "0"], 2, "--shuffles 0"),
     (["--tss-margin", "0"], 2, "--tss-margin 0"),
     (["--no-out"], 2, "nothing to write"),

@@ -379,11 +379,15 @@ def annotate(scores, vcf, out_vcf, vcf_stats, vcf_tracks):
 @click.option("--tracks", metavar="SELECTION",
               help="Tracks whose TSS bins make the activity: index list, file of ids, or regex (default: all).")
 @click.option("--tests", default="all", show_default=True,
-              help="Comma list of context, necessity, sufficiency, distance, interaction.")
+              help="Comma list of context, necessity, sufficiency, distance, interaction, greedy.")
 @click.option("--tile-size", type=int, default=5000, show_default=True, help="Tile length in bp.")
 @click.option("--shuffles", type=int, default=10, show_default=True, help="Dinucleotide shuffles per perturbation.")
 @click.option("--top-k", type=int, default=3, show_default=True,
-              help="Most necessary tiles whose pairs and sets the interaction test shuffles together.")
+              help="Most necessary tiles whose pairs and sets the interaction test shuffles together; rounds of "
+                   "the greedy search.")
+@click.option("--greedy-find", type=click.Choice(["enhancers", "silencers"]), default="enhancers", show_default=True,
+              help="Greedy search: take the tile whose shuffle lowers (enhancers) or raises (silencers) the "
+                   "activity most, --top-k rounds.")
 @click.option("--distance-tile", type=int, default=None,
               help="Tile (index) the distance test moves (default: the most sufficient).")
 @click.option("--tss-margin", type=int, default=1, show_default=True,
@@ -395,13 +399,14 @@ def annotate(scores, vcf, out_vcf, vcf_stats, vcf_tracks):
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-def perturb(tss, fasta, backend, weights, out, tsv, tracks, tests, tile_size, shuffles, top_k, distance_tile,
-            tss_margin, seed, rc, shifts, batch_size, device, precision, quiet):
-    """CREME's perturbation tests (context, necessity, sufficiency, distance, interaction) around a TSS."""
+def perturb(tss, fasta, backend, weights, out, tsv, tracks, tests, tile_size, shuffles, top_k, greedy_find,
+            distance_tile, tss_margin, seed, rc, shifts, batch_size, device, precision, quiet):
+    """CREME's perturbation tests (context, necessity, sufficiency, distance, interactions, greedy search) around a TSS."""
     from .perturb import perturb_tss
 
     summary = perturb_tss(tss, fasta, backend, list(weights), out, tsv, tracks=tracks, tile_size=tile_size,
                           shuffles=shuffles, top_k=top_k, seed=seed, tests=tests, distance_tile=distance_tile,
+                          greedy_find=greedy_find,
                           tss_margin=tss_margin, rc=rc, shifts=shifts, batch_size=batch_size, device=device,
                           precision=precision, quiet=quiet,
                           **backend_extras())

@@ -16,7 +16,12 @@ large-scale deep neural networks", Nature Genetics 2024), rebuilt on varfx's pre
 * **distance**: one tile (default the most sufficient) placed at every tile position of the
   shuffled backgrounds, with the TSS tile;
 * **interaction**: the top-k necessary tiles shuffled together (every pair, and the top 3, 4, … k)
-  against the sum of their single effects.
+  against the sum of their single effects;
+* **greedy**: CREME's higher-order interaction test, a greedy search: in each of k rounds every tile
+  not yet taken is shuffled in the current sequence, the one whose shuffle lowers the activity most
+  (``--greedy-find enhancers``; raises it most: ``silencers``) is taken, and its shuffle closest to
+  the round's mean stays in the sequence for the next round; the trace is compared with the additive
+  expectation from the first round's single-tile effects.
 
 Shuffles are seeded: background ``s`` and the shuffle ``s`` of each tile are the same in every test
 that uses them, whatever tests run and whatever the batch size, so that paired comparisons
@@ -49,7 +54,8 @@ from .shuffle import dinuc_shuffle
 from .writers import STR, atomic_path, begin_h5, format_values
 
 OUTPUT_KIND = "perturb"
-TESTS = ("context", "necessity", "sufficiency", "distance", "interaction")
+TESTS = ("context", "necessity", "sufficiency", "distance", "interaction", "greedy")
+GREEDY_FIND = ("enhancers", "silencers")  # the greedy search takes the lowest / highest activity each round
 DEFAULT_TILE_SIZE = 5000
 DEFAULT_SHUFFLES = 10
 DEFAULT_TOP_K = 3
@@ -62,7 +68,7 @@ _BACKGROUND, _TILE = 0, 1
 
 #: the TSV's columns, in order (docs/perturb.md describes each)
 COLUMNS = ("chrom", "tss", "test", "tile", "source_tile", "start", "end", "distance_to_tss", "activity", "sd",
-           "shuffles", "baseline", "delta", "effect", "expected", "interaction", "class")
+           "shuffles", "baseline", "delta", "effect", "expected", "interaction", "class", "round")
 
 
 # -- layout ------------------------------------------------------------------------------------------
@@ -197,6 +203,7 @@ class PerturbResult:
     interaction: Activities | None = None
     sets: list[tuple[int, ...]] = field(default_factory=list)  # tiles of each interaction row (ascending)
     top: list[int] = field(default_factory=list)  # the top-k necessary tiles, most necessary first
+    greedy: "Greedy | None" = None
 
     @property
     def wt(self) -> float:
@@ -230,6 +237,13 @@ class PerturbResult:
     def interaction_term(self) -> np.ndarray:
         """(mean activity with the set shuffled − additive expectation) / WT, per set."""
         return self._norm(self.interaction.mean - self.expected())
+
+    def greedy_expected(self) -> np.ndarray:
+        """Per round, the additive expectation: WT + Σ over the tiles taken so far of (their single-tile
+        activity in the first round − WT)."""
+        g = self.greedy
+        singles = g.candidates[0]
+        return self.wt + np.cumsum([singles[t] - self.wt for t in g.tiles])
 
     def table(self, chrom: str, tss: int, window_start: int) -> pd.DataFrame:
         """One row per test and tile (the TSV); genomic 0-based coordinates from ``window_start``."""
@@ -271,10 +285,31 @@ class PerturbResult:
                 row("interaction_pair" if len(s) == 2 else "interaction_set", "+".join(map(str, s)),
                     activity=res.mean[k], sd=res.sd[k], shuffles=self.shuffles, baseline=wt,
                     delta=res.mean[k] - wt, effect=drop[k], expected=exp[k], interaction=inter[k])
+        if self.greedy is not None:
+            gr, exp = self.greedy, self.greedy_expected()
+            mean, sd = gr.activity.sum(-1).mean(-1), gr.activity.sum(-1).std(-1)
+            for r, t in enumerate(gr.tiles):
+                row("greedy", str(t), int(starts[t]), int(starts[t] + g.size), activity=mean[r], sd=sd[r],
+                    shuffles=self.shuffles, baseline=gr.before[r], delta=mean[r] - gr.before[r],
+                    effect=self._norm(wt - mean[r]), expected=exp[r], interaction=self._norm(mean[r] - exp[r]),
+                    round=r + 1)
         table = pd.DataFrame(rows, columns=list(COLUMNS))
-        for col in ("start", "end", "shuffles"):
+        for col in ("start", "end", "shuffles", "round"):
             table[col] = table[col].astype("Int64")
         return table
+
+
+@dataclass
+class Greedy:
+    """The greedy search's trace: per round r, the tile taken, the activity of the sequence entering the
+    round (``before``), the taken tile's (shuffles, tracks) activities, and every tile's mean activity
+    (``candidates``, NaN for tiles taken in earlier rounds)."""
+
+    find: str
+    tiles: list[int]
+    before: np.ndarray  # (R,)
+    activity: np.ndarray  # (R, shuffles, tracks)
+    candidates: np.ndarray  # (R, tiles)
 
 
 # -- running the tests -------------------------------------------------------------------------------
@@ -324,6 +359,8 @@ def count_sequences(n_tiles: int, shuffles: int, tests: tuple[str, ...], top_k: 
         n += n_tiles * shuffles if t in tests else 0
     if "interaction" in tests:
         n += len(interaction_sets(list(range(top_k)))) * shuffles
+    if "greedy" in tests:  # round r tries the n − r tiles left; the first round is the necessity test's
+        n += sum(n_tiles - r for r in range(1 if "necessity" in tests else 0, top_k)) * shuffles
     return n
 
 
@@ -334,7 +371,8 @@ def interaction_sets(top: list[int]) -> list[tuple[int, ...]]:
     return pairs + nested
 
 
-def check_settings(grid: TileGrid, shuffles: int, tests: tuple[str, ...], top_k: int, distance_tile) -> None:
+def check_settings(grid: TileGrid, shuffles: int, tests: tuple[str, ...], top_k: int, distance_tile,
+                   greedy_find: str = "enhancers") -> None:
     if shuffles < 1:
         raise OptionError(f"--shuffles {shuffles}: at least 1")
     if "interaction" in tests:
@@ -342,6 +380,14 @@ def check_settings(grid: TileGrid, shuffles: int, tests: tuple[str, ...], top_k:
             raise OptionError("--tests interaction ranks tiles by necessity: add necessity to --tests")
         if top_k < 2:
             raise OptionError(f"--top-k {top_k}: the interaction test needs at least 2 tiles")
+        if top_k > grid.n:
+            raise OptionError(f"--top-k {top_k} is larger than the number of tiles ({grid.n}) with "
+                              f"--tile-size {grid.size:,}: use --top-k {grid.n} or less")
+    if greedy_find not in GREEDY_FIND:
+        raise OptionError(f"--greedy-find {greedy_find!r}: choose {' or '.join(GREEDY_FIND)}")
+    if "greedy" in tests:
+        if top_k < 1:
+            raise OptionError(f"--top-k {top_k}: the greedy search needs at least 1 round")
         if top_k > grid.n:
             raise OptionError(f"--top-k {top_k} is larger than the number of tiles ({grid.n}) with "
                               f"--tile-size {grid.size:,}: use --top-k {grid.n} or less")
@@ -355,7 +401,8 @@ def check_settings(grid: TileGrid, shuffles: int, tests: tuple[str, ...], top_k:
 
 def run_tests(activity: Callable[[np.ndarray], np.ndarray], frame: np.ndarray, margin: int, grid: TileGrid, *,
               shuffles: int = DEFAULT_SHUFFLES, seed: int = 0, tests=TESTS, top_k: int = DEFAULT_TOP_K,
-              distance_tile: int | None = None, unit: int = 64, progress=None) -> PerturbResult:
+              distance_tile: int | None = None, greedy_find: str = "enhancers", unit: int = 64,
+              progress=None) -> PerturbResult:
     """Run the tests on one window.
 
     ``frame``: the wild-type window as base codes with ``margin`` extra bases each side (the frame
@@ -363,7 +410,7 @@ def run_tests(activity: Callable[[np.ndarray], np.ndarray], frame: np.ndarray, m
     perturbed.  ``activity(frames)``: (N, L + 2·margin) uint8 -> (N, tracks) TSS activities.
     """
     tests = parse_tests(tests)
-    check_settings(grid, shuffles, tests, top_k, distance_tile)
+    check_settings(grid, shuffles, tests, top_k, distance_tile, greedy_find)
     frame = np.asarray(frame, dtype=np.uint8)
     L, m, S = grid.length, margin, shuffles
     if frame.shape != (L + 2 * m,):
@@ -427,7 +474,47 @@ def run_tests(activity: Callable[[np.ndarray], np.ndarray], frame: np.ndarray, m
                     x[:, a:b] = cache[t]
                 yield x
         res.interaction = Activities(runner.run(interaction_blocks()), res.wt)
+    if "greedy" in tests:
+        res.greedy = greedy_search(runner, frame, res.wt, S, grid.n, top_k, at, tile_shuffles, greedy_find,
+                                   first=res.necessity)
     return res
+
+
+def greedy_search(runner: "_Batches", frame: np.ndarray, wt: float, shuffles: int, n_tiles: int, rounds: int, at,
+                  tile_shuffles, find: str = "enhancers", first: Activities | None = None) -> Greedy:
+    """CREME's higher-order interaction test (a greedy search) from the native ``frame`` (activity ``wt``);
+    ``first``: the necessity test's activities, which are the first round's (the same tile shuffles on the
+    native window)."""
+    x = frame.copy()
+    left = list(range(n_tiles))
+    before = wt
+    tiles, befores, acts, cands = [], [], [], []
+    for r in range(rounds):
+        if r == 0 and first is not None:
+            act = first.activity
+        else:
+            def blocks():
+                for t in left:
+                    y = np.repeat(x[None], shuffles, 0)
+                    a, b = at(t)
+                    y[:, a:b] = tile_shuffles(t)
+                    yield y
+            act = runner.run(blocks())  # (tiles left, shuffles, tracks)
+        totals = act.sum(-1)
+        means = totals.mean(-1)
+        i = int(np.argmin(means) if find == "enhancers" else np.argmax(means))  # first on ties
+        cand = np.full(n_tiles, np.nan)
+        cand[left] = means
+        t = left.pop(i)
+        k = int(np.argmin(np.abs(totals[i] - means[i])))  # the shuffle closest to the mean stays
+        a, b = at(t)
+        x[a:b] = tile_shuffles(t)[k]
+        tiles.append(t)
+        befores.append(before)
+        acts.append(act[i])
+        cands.append(cand)
+        before = float(totals[i, k])
+    return Greedy(find, tiles, np.array(befores), np.stack(acts), np.stack(cands))
 
 
 def model_activity(mr: ModelRun, bins: tuple[int, int]) -> Callable[[np.ndarray], np.ndarray]:
@@ -474,6 +561,11 @@ class PerturbSummary:
         if len(inter):
             big = inter.loc[inter.interaction.abs().idxmax()]
             lines.append(f"largest interaction: tiles {big.tile}, {big.interaction:.4g} of WT")
+        greedy = t[t.test == "greedy"]
+        if len(greedy):
+            last = greedy.iloc[-1]
+            lines.append(f"greedy search ({r.greedy.find}): tiles {', '.join(greedy.tile)}; activity "
+                         f"{last.activity:.6g}, interaction {last.interaction:.4g} of WT")
         if r.wt == 0:
             lines.append("the wild-type activity is 0: normalised effects are undefined (NaN)")
         lines.append("wrote: " + ", ".join(str(p) for p in self.outputs))
@@ -483,6 +575,7 @@ class PerturbSummary:
 def perturb_tss(tss: str, fasta, backend: str | Backend, weights=None, out=None, tsv=None, *,
                 tracks: str | None = None, tile_size: int = DEFAULT_TILE_SIZE, shuffles: int = DEFAULT_SHUFFLES,
                 top_k: int = DEFAULT_TOP_K, seed: int = 0, tests=None, distance_tile: int | None = None,
+                greedy_find: str = "enhancers",
                 tss_margin: int = DEFAULT_TSS_MARGIN, rc: bool = False, shifts=None, batch_size: int = 64,
                 device: str = "auto", precision: str = "fp32", quiet: bool = True,
                 **backend_options) -> PerturbSummary:
@@ -511,7 +604,7 @@ def perturb_tss(tss: str, fasta, backend: str | Backend, weights=None, out=None,
         mr = ModelRun(backend, weights, backend_options, None, tracks, rc, shifts, precision, batch_size, device, 1.0)
         geom = mr.geom
         grid = tile_grid(geom.input_length, tile_size)
-        check_settings(grid, shuffles, tests, top_k, distance_tile)
+        check_settings(grid, shuffles, tests, top_k, distance_tile, greedy_find)
         bins = tss_bins(geom, tss_margin)
         m = mr.predictor.margin
         wstart = (pos - 1) - geom.center  # 0-based genomic start of the window
@@ -520,7 +613,8 @@ def perturb_tss(tss: str, fasta, backend: str | Backend, weights=None, out=None,
         unit = max(1, work_unit(batch_size, geom.input_length) // mr.predictor.members_per_window)
         bar = tqdm(total=total, unit=" seqs", disable=quiet, file=sys.stderr, dynamic_ncols=True, mininterval=0.5)
         result = run_tests(model_activity(mr, bins), frame, m, grid, shuffles=shuffles, seed=seed, tests=tests,
-                           top_k=top_k, distance_tile=distance_tile, unit=unit, progress=bar)
+                           top_k=top_k, distance_tile=distance_tile, greedy_find=greedy_find, unit=unit,
+                           progress=bar)
         bar.close()
         table = result.table(chrom, pos, wstart)
         summary = PerturbSummary(chrom, pos, result, table, sequences=total)
@@ -532,6 +626,7 @@ def perturb_tss(tss: str, fasta, backend: str | Backend, weights=None, out=None,
                  "tss_tile": [wstart + grid.tss[0], wstart + grid.tss[1]],
                  "tss_tile_window": list(grid.tss), "tss_margin": tss_margin, "tss_bins": list(bins),
                  "shuffles": shuffles, "seed": seed, "tests": list(tests), "top_k": top_k,
+                 "greedy_find": greedy_find,
                  "distance_tile": -1 if result.distance_tile is None else result.distance_tile,
                  "context_thresholds": CONTEXT_THRESHOLDS, "shuffle": "dinucleotide (Altschul-Erickson), N kept"}
         summary.seconds = time.perf_counter() - t0
@@ -614,6 +709,15 @@ def write_perturb_h5(path: Path, result: PerturbResult, table: pd.DataFrame, mr:
             grp.create_dataset("expected", data=result.expected())
             grp.create_dataset("interaction", data=result.interaction_term())
             grp.create_dataset("effect", data=result._norm(result.wt - result.interaction.mean))
+        if result.greedy is not None:
+            gr = result.greedy
+            grp = f.create_group("greedy")
+            grp.attrs["find"] = gr.find
+            grp.create_dataset("tiles", data=np.array(gr.tiles, dtype=np.int64))
+            grp.create_dataset("before", data=gr.before)
+            grp.create_dataset("activity", data=gr.activity)
+            grp.create_dataset("candidates", data=gr.candidates)
+            grp.create_dataset("expected", data=result.greedy_expected())
         tab = f.create_group("table")
         for col in COLUMNS:
             v = table[col]
@@ -637,7 +741,7 @@ def read_perturb(path) -> tuple[pd.DataFrame, dict]:
             cols[col] = strings(ds) if ds.dtype.kind == "O" else ds[:]
     table = pd.DataFrame(cols)
     table["tss"] = table["tss"].astype(np.int64)
-    for col in ("start", "end", "shuffles"):
+    for col in ("start", "end", "shuffles", "round"):
         table[col] = pd.array([None if np.isnan(x) else int(x) for x in table[col]], dtype="Int64")
     for col in ("tile", "source_tile", "class"):
         table[col] = [None if x == "" else x for x in table[col]]
