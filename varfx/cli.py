@@ -85,6 +85,20 @@ def backend_extras(**more) -> dict:
     return got
 
 
+def inference_options(f):
+    """--rc, --shifts, --batch-size, --device, --precision: how every command that runs a model runs it."""
+    for decorator in reversed([
+            click.option("--rc", is_flag=True, help="Average forward and reverse-complement predictions."),
+            click.option("--shifts", default="0", show_default=True,
+                         help="Average over windows shifted by these bp, e.g. -1,0,1."),
+            click.option("--batch-size", type=int, default=64, show_default=True, help="Sequences per forward pass."),
+            click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
+            click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32",
+                         show_default=True, help="bf16/fp16: the model runs in autocast (statistics stay float32).")]):
+        f = decorator(f)
+    return f
+
+
 def backend_options(f):
     """--backend, --weights, --spec, --head, --no-incremental, --compile (and --threads): shared by every
     command that loads a model.  The options after --weights reach the command through backend_extras()."""
@@ -125,12 +139,8 @@ def backend_options(f):
 @click.option("--stat", "stats", multiple=True, metavar="LIST",
               help="Statistics: SAD, logSED, D1, D2 (comma list or repeated; default SAD,logSED).")
 @click.option("--pseudocount", type=float, default=1.0, show_default=True, help="c in logSED.")
-@click.option("--rc", is_flag=True, help="Average forward and reverse-complement predictions.")
-@click.option("--shifts", default="0", show_default=True, help="Average over windows shifted by these bp, e.g. -1,0,1.")
+@inference_options
 @click.option("--tracks", metavar="SELECTION", help="Index list (0,5-9), a file of track ids, or a regex on descriptions.")
-@click.option("--batch-size", type=int, default=64, show_default=True, help="Sequences per forward pass.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True)
 @click.option("--float32", "float32", is_flag=True, help="Store scores as float32 in HDF5 (default float16).")
 @click.option("--out-vcf", type=click.Path(dir_okay=False),
               help="The input VCF with INFO fields carrying the scores (.vcf, .vcf.gz or .bcf; docs/formats.md).")
@@ -198,12 +208,8 @@ def score(vcf, fasta, backend, weights, out, tsv, tsv_long, skipped_tsv, region,
 @click.option("--out", type=click.Path(dir_okay=False), help="HDF5 output: sum, total (and profile) per region and sample.")
 @click.option("--tsv", type=click.Path(dir_okay=False), help="TSV: one row per region and sample.")
 @click.option("--profile", is_flag=True, help="Also store every output bin (HDF5 dataset 'profile').")
-@click.option("--rc", is_flag=True, help="Average forward and reverse-complement predictions.")
-@click.option("--shifts", default="0", show_default=True, help="Average over windows shifted by these bp.")
+@inference_options
 @click.option("--tracks", metavar="SELECTION", help="Index list, a file of track ids, or a regex on descriptions.")
-@click.option("--batch-size", type=int, default=64, show_default=True)
-@click.option("--device", default="auto", show_default=True)
-@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True)
 @click.option("--float32", "float32", is_flag=True, help="Store profiles as float32 (default float16).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def predict(bed, fasta, backend, weights, genotypes, samples, haplotypes, out, tsv, profile, rc, shifts, tracks,
@@ -297,14 +303,10 @@ def export(scores, fmt, out, stats, tracks):
 @click.option("--stat", "stats", multiple=True, metavar="LIST", help="Statistics, as in `varfx score`.")
 @click.option("--bins", default=None, help="Bins to sum, as in `varfx score`, around the window centre.")
 @click.option("--pseudocount", type=float, default=1.0, show_default=True, help="c in logSED.")
-@click.option("--rc", is_flag=True, help="Average forward and reverse-complement predictions.")
-@click.option("--shifts", default="0", show_default=True, help="Average over windows shifted by these bp.")
+@inference_options
 @click.option("--tracks", metavar="SELECTION", help="Index list, a file of track ids, or a regex on descriptions.")
 @click.option("--short-contigs", type=click.Choice(["error", "pad"]), default="error", show_default=True,
               help="A contig shorter than the window: refuse, or score on an N-padded window.")
-@click.option("--batch-size", type=int, default=64, show_default=True)
-@click.option("--device", default="auto", show_default=True)
-@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def ism(region, fasta, backend, weights, out, tsv, stats, bins, pseudocount, rc, shifts, tracks,
         short_contigs, batch_size, device, precision, quiet):
@@ -393,11 +395,7 @@ def annotate(scores, vcf, out_vcf, vcf_stats, vcf_tracks):
 @click.option("--tss-margin", type=int, default=1, show_default=True,
               help="Activity = bins overlapping the TSS ± this many bp (1: the bins either side of it).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the shuffles.")
-@click.option("--rc", is_flag=True, help="Average forward and reverse-complement predictions.")
-@click.option("--shifts", default="0", show_default=True, help="Average over windows shifted by these bp.")
-@click.option("--batch-size", type=int, default=64, show_default=True, help="Sequences per forward pass.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True)
+@inference_options
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def perturb(tss, fasta, backend, weights, out, tsv, tracks, tests, tile_size, shuffles, top_k, greedy_find,
             distance_tile, tss_margin, seed, rc, shifts, batch_size, device, precision, quiet):
@@ -446,12 +444,8 @@ def _backend_optional(f):
 @click.option("--bins", default=None, help="Bins to sum, as in `varfx score`.")
 @click.option("--stat", "stats", multiple=True, metavar="LIST", help="Statistics, as in `varfx score`.")
 @click.option("--pseudocount", type=float, default=1.0, show_default=True, help="c in logSED.")
-@click.option("--rc", is_flag=True, help="Average forward and reverse-complement predictions.")
-@click.option("--shifts", default="0", show_default=True, help="Average over windows shifted by these bp.")
+@inference_options
 @click.option("--tracks", metavar="SELECTION", help="Index list, a file of track ids, or a regex on descriptions.")
-@click.option("--batch-size", type=int, default=64, show_default=True, help="Sequences per forward pass.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True)
 @click.option("--shard", metavar="K/N", help="Score the K-th of N parts of the background (writes --scores only).")
 @click.option("--block-records", type=int, default=None, help="Records per block, as in `varfx score`.")
 @click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
