@@ -44,29 +44,36 @@ def predict(model, seq_text: str, rc=False, strand_pairs=((0, 1),)):
     return y
 
 
+def shift_bins(s: int, bin_size: int) -> int:
+    """A shift of s bp realigns by round(s / bin_size) bins, halves away from zero."""
+    return int(math.copysign(math.floor(abs(s) / bin_size + 0.5), s))
+
+
+def average_realigned(items) -> torch.Tensor:
+    """[(k, (bins, tracks) prediction)] -> their mean, each moved back by k bins; a bin counts only the
+    predictions that cover it."""
+    nb = items[0][1].shape[0]
+    tot = torch.zeros_like(items[0][1])
+    cnt = torch.zeros(nb, 1)
+    for k, p in items:
+        for j in range(nb):
+            if 0 <= j - k < nb:
+                tot[j] += p[j - k]
+                cnt[j] += 1
+    return tot / cnt.clamp(min=1)
+
+
 def ensemble(model, seq, pos, ref, alt, length, bin_size, shifts=(0,), rc=False):
     """Average predictions over shifts (realigned by round(s/bin_size) bins) and strands."""
     preds_r, preds_a = [], []
     for s in shifts:
-        k = int(math.copysign(math.floor(abs(s) / bin_size + 0.5), s))
+        k = shift_bins(s, bin_size)
         for strand in ([False, True] if rc else [False]):
             rw, aw = windows(seq, pos, ref, alt, length, s)
             pr, pa = predict(model, rw, strand), predict(model, aw, strand)
             preds_r.append((k, pr))
             preds_a.append((k, pa))
-
-    def avg(items):
-        nb = items[0][1].shape[0]
-        tot = torch.zeros_like(items[0][1])
-        cnt = torch.zeros(nb, 1)
-        for k, p in items:
-            for j in range(nb):
-                if 0 <= j - k < nb:
-                    tot[j] += p[j - k]
-                    cnt[j] += 1
-        return tot / cnt.clamp(min=1)
-
-    return avg(preds_r), avg(preds_a)
+    return average_realigned(preds_r), average_realigned(preds_a)
 
 
 def stats(ref_pred, alt_pred, ref_len, alt_len, length, bins, bin_size, offset, margin=None, pseudocount=1.0):
@@ -78,7 +85,7 @@ def stats(ref_pred, alt_pred, ref_len, alt_len, length, bins, bin_size, offset, 
         lo, hi = c - margin, c + ref_len + margin
         sel = [j for j in range(bins) if offset + j * bin_size < hi and offset + (j + 1) * bin_size > lo]
     d = alt_len - ref_len
-    k = int(math.copysign(math.floor(abs(d) / bin_size + 0.5), d)) if d else 0
+    k = shift_bins(d, bin_size)
     pairs = []
     for j in sel:
         ja = j + k if offset + j * bin_size > c else j
@@ -100,7 +107,7 @@ def profile_stats(ref_pred, alt_pred, ref_len, alt_len, length, bins, bin_size, 
 
     c = length // 2
     d = alt_len - ref_len
-    k = int(math.copysign(math.floor(abs(d) / bin_size + 0.5), d)) if d else 0
+    k = shift_bins(d, bin_size)
     pairs = [(j, j + k if offset + j * bin_size > c else j) for j in range(bins)]
     pairs = [(j, ja) for j, ja in pairs if 0 <= ja < bins]
     r = np.array([[float(ref_pred[j, t]) for t in tracks] for j, _ in pairs]).ravel()

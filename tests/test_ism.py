@@ -1,7 +1,6 @@
 """`varfx ism`: saturation mutagenesis checked against `varfx score`, hand-built windows and a linear model."""
 
 import json
-import math
 import shutil
 
 import h5py
@@ -38,7 +37,7 @@ def hand_ensemble(model, seq, center, pos, base, shifts=(0,), rc=False, length=L
     c = length // 2
     preds_r, preds_a = [], []
     for s in shifts:
-        k = int(math.copysign(math.floor(abs(s) / bin_size + 0.5), s))
+        k = R.shift_bins(s, bin_size)
         start = center - 1 - c + s
         ref_w = R.text_window(seq, start, length)
         i = pos - 1 - start
@@ -46,18 +45,7 @@ def hand_ensemble(model, seq, center, pos, base, shifts=(0,), rc=False, length=L
         for strand in ([False, True] if rc else [False]):
             preds_r.append((k, R.predict(model, ref_w, strand)))
             preds_a.append((k, R.predict(model, alt_w, strand)))
-
-    def avg(items):
-        nb = items[0][1].shape[0]
-        tot, cnt = torch.zeros_like(items[0][1]), torch.zeros(nb, 1)
-        for k, p in items:
-            for j in range(nb):
-                if 0 <= j - k < nb:
-                    tot[j] += p[j - k]
-                    cnt[j] += 1
-        return tot / cnt.clamp(min=1)
-
-    return avg(preds_r), avg(preds_a)
+    return R.average_realigned(preds_r), R.average_realigned(preds_a)
 
 
 @pytest.fixture

@@ -1,7 +1,6 @@
 """`varfx plot`: the figures exist and the numbers they draw are right (checked without varfx's own code)."""
 
 import json
-import math
 import os
 import shutil
 import struct
@@ -60,7 +59,7 @@ def scored(tmp_path, fasta, genome_seqs, monkeypatch):
 
 def aligned(alt_pred, d):
     """For each REF bin, the ALT bin the statistics compare it with (docs/windows.md), NaN where none."""
-    k = int(math.copysign(math.floor(abs(d) / BIN_SIZE + 0.5), d)) if d else 0
+    k = R.shift_bins(d, BIN_SIZE)
     out = np.full(alt_pred.shape, np.nan, dtype=np.float32)
     for j in range(BINS):
         ja = j + k if OFFSET + j * BIN_SIZE > LENGTH // 2 else j
