@@ -380,17 +380,13 @@ def check_settings(grid: TileGrid, shuffles: int, tests: tuple[str, ...], top_k:
             raise OptionError("--tests interaction ranks tiles by necessity: add necessity to --tests")
         if top_k < 2:
             raise OptionError(f"--top-k {top_k}: the interaction test needs at least 2 tiles")
-        if top_k > grid.n:
-            raise OptionError(f"--top-k {top_k} is larger than the number of tiles ({grid.n}) with "
-                              f"--tile-size {grid.size:,}: use --top-k {grid.n} or less")
     if greedy_find not in GREEDY_FIND:
         raise OptionError(f"--greedy-find {greedy_find!r}: choose {' or '.join(GREEDY_FIND)}")
-    if "greedy" in tests:
-        if top_k < 1:
-            raise OptionError(f"--top-k {top_k}: the greedy search needs at least 1 round")
-        if top_k > grid.n:
-            raise OptionError(f"--top-k {top_k} is larger than the number of tiles ({grid.n}) with "
-                              f"--tile-size {grid.size:,}: use --top-k {grid.n} or less")
+    if "greedy" in tests and top_k < 1:
+        raise OptionError(f"--top-k {top_k}: the greedy search needs at least 1 round")
+    if {"interaction", "greedy"} & set(tests) and top_k > grid.n:
+        raise OptionError(f"--top-k {top_k} is larger than the number of tiles ({grid.n}) with "
+                          f"--tile-size {grid.size:,}: use --top-k {grid.n} or less")
     if distance_tile is not None:
         if not 0 <= distance_tile < grid.n:
             raise OptionError(f"--distance-tile {distance_tile} is not a tile index (0..{grid.n - 1})")
