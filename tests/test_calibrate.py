@@ -420,6 +420,13 @@ def test_bad_inputs(world, tmp_path):
     fa, model = world["fasta"], world["model"]
     msg = one_line_error(run_cli(["calibrate", "--random", 0, "--fasta", fa, *model, "--out", tmp_path / "c.h5"]), 2)
     assert "--random 0: draw at least 1 SNV" in msg
+    msg = one_line_error(run_cli(["calibrate", "--random", 10, "--contigs", "chrZ", "--fasta", fa, *model,
+                                  "--out", tmp_path / "c.h5"]), 2)
+    assert "--contigs: chrZ is not in genome.fa (its contigs: " in msg
+    msg = one_line_error(run_cli(["calibrate", "--from", world["bg_scores"], "--out", tmp_path / "c.h5",
+                                  "--quantiles", 0]), 2)
+    assert "--quantiles 0: store at least 1 quantile per track" in msg
+    assert not list(tmp_path.glob("c.h5*"))
     msg = one_line_error(run_cli(["calibrate", "--background", tmp_path / "no.vcf", "--fasta", fa, *model,
                                   "--out", tmp_path / "c.h5"]), 1)
     assert "background VCF not found" in msg

@@ -294,3 +294,7 @@ def test_options_that_do_not_apply(tmp_path, fasta, toy):
     assert r.exit_code == 2 and "does not exist" in r.output
     r = run(ism_args(fasta, weights, "chr1:10-12", tmp_path / "x.h5", "--bins", "middle"))
     assert r.exit_code == 2 and "--bins 'middle' is not one of" in r.output
+    r = run(ism_args(fasta, weights, "chr1:10-12", tmp_path / "x.h5", "--stat", "NOPE"))
+    assert r.exit_code == 2 and r.output == ("varfx: error: --stat 'NOPE' is not one of SAD, logSED, D1, D2, QTL, "
+                                             "JSD\n")
+    assert not list(tmp_path.glob("x.h5*"))

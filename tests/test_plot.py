@@ -180,6 +180,9 @@ def test_ism_heat_map_is_the_file(tmp_path, fasta, genome_seqs):
     assert one.track == "t1" and one.ref == ref
     r = run(["plot", "--ism", tmp_path / "i.h5", "--out", tmp_path / "y.png", "--track", "t9"])
     assert r.exit_code == 2 and "--track 't9' is not among the file's tracks (t0, t1, t2)" in r.output
+    r = run(["plot", "--ism", tmp_path / "i.h5", "--out", tmp_path / "z.png", "--stat", "NOPE"])
+    assert r.exit_code == 2 and r.output == "varfx: error: --stat 'NOPE': the file has SAD, D2\n"
+    assert not list(tmp_path.glob("z.png*"))
 
 
 def test_logo_letters_are_glyph_outlines(tmp_path):
@@ -208,6 +211,8 @@ def test_option_errors(scored):
         (["plot", h5, "--variant", "snv1", "--out", tmp / "x.jpg"], 2, "write .png, .pdf or .svg"),
         (["plot", "--ism", h5, "--out", tmp / "x.png"], 1, "is not a `varfx ism` output"),
         (["plot", h5, "--variant", "snv1", "--tracks", "7", "--out", tmp / "x.png"], 2, "outside 0..2"),
+        (["plot", h5, "--variant", "snv1", "--dpi", "0", "--out", tmp / "x.png"], 2,
+         "Invalid value for '--dpi': 0 is not in the range 20<=x<=600"),
     ]
     for args, code, message in cases:
         r = run(args)
