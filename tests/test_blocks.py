@@ -401,6 +401,8 @@ def kill_and_resume(w, kw, trial: int, monkeypatch):
     begun, r = resume_in_process(w, args, monkeypatch)
     # the resume scored exactly the blocks that were not complete
     assert begun == set(range(n_blocks)) - committed, (sorted(begun), sorted(committed))
+    said = f"resumed: {len(committed):,} of {n_blocks:,} blocks kept from the interrupted run"
+    assert (said in r.output) == bool(committed), r.output
     assert_outputs_identical(paths, kw["ref"])
     assert leftovers(sub, paths) == []
 

@@ -275,6 +275,7 @@ class BlockOutputs:
         self.make = make
         self.shard = shard
         self.staging = Staging(next(iter(self.finals.values())), manifest, resume)
+        self.resumed = len(self.staging.done)  # blocks kept from an interrupted run (--resume)
         self.block: int | None = None
         self.scored, self.skipped = RowBuffer(), RowBuffer()
         self.info: dict = {}
@@ -383,6 +384,8 @@ class BlockOutputs:
         summary.records_read = reader.records_read
         blocks = self.staging.blocks()
         self.totals(summary)
+        if self.resumed:
+            summary.extra.append(f"resumed: {self.resumed:,} of {len(blocks):,} blocks kept from the interrupted run")
         if summary.scored + summary.skipped_total != summary.variants:  # an internal invariant
             raise AssertionError("variant accounting does not add up")
         shard = f"{self.shard[0]}/{self.shard[1]}" if self.shard else ""
