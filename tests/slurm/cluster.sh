@@ -90,6 +90,8 @@ JobAcctGatherType=jobacct_gather/linux
 JobCompType=jobcomp/none
 # finished jobs stay visible to squeue for 10 minutes
 MinJobAge=600
+# a job past its time limit gets SIGTERM, then SIGKILL 5 s later (SLURM's default: 30)
+KillWait=5
 ReturnToService=2
 GresTypes=gpu
 NodeName=$HOST CPUs=16 RealMemory=64000 Gres=gpu:2 State=UNKNOWN
