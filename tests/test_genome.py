@@ -22,6 +22,38 @@ def test_builds_missing_fai_and_reads_contigs(fasta, genome_seqs):
         assert decode(g.codes(name)) == want
 
 
+@pytest.mark.parametrize("stale", [False, True])
+def test_index_is_built_under_another_name_and_renamed(tmp_path, genome_seqs, monkeypatch, stale):
+    """Shards starting together on an unindexed FASTA: no process writes FASTA.fai in place, so none
+    can read another's half-written index.  A stale index (older than the FASTA) is rebuilt the same way."""
+    import pyfaidx
+
+    fa = write_fasta(tmp_path / "g.fa", genome_seqs)
+    fai = tmp_path / "g.fa.fai"
+    if stale:
+        fai.write_text("chr1\t1\t6\t60\t61\n")  # wrong, and older than the FASTA
+        os.utime(fai, (1, 1))
+    built, real = [], pyfaidx.Faidx.build_index
+
+    def spy(self):
+        built.append(os.path.basename(self.indexname))
+        assert not stale or fai.read_text().startswith("chr1\t1\t"), "the old index was removed too early"
+        return real(self)
+
+    monkeypatch.setattr(pyfaidx.Faidx, "build_index", spy)
+    g = Genome(fa)
+    assert built == [f"g.fa.fai.tmp{os.getpid()}"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["g.fa", "g.fa.fai"]  # no temporary left
+    assert g.names == ["chr1", "chr2", "chrM"] and g.length("chr1") == len(genome_seqs["chr1"])
+    monkeypatch.setattr(pyfaidx.Faidx, "build_index", real)
+    pyfaidx.Faidx(str(fa), indexname=str(tmp_path / "want.fai")).close()
+    assert fai.read_bytes() == (tmp_path / "want.fai").read_bytes()  # the index pyfaidx itself writes
+    built.clear()
+    monkeypatch.setattr(pyfaidx.Faidx, "build_index", spy)
+    Genome(fa)  # fresh now: not rebuilt
+    assert built == []
+
+
 def test_windows_pad_with_n_past_both_ends(fasta, genome_seqs):
     g = Genome(fasta)
     seq = genome_seqs["chrM"].upper()

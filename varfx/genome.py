@@ -29,6 +29,24 @@ def contig_aliases(name: str) -> list[str]:
     return [bare, "chr" + bare]
 
 
+def build_index(fasta: Path) -> None:
+    """Write ``FASTA.fai`` when it is missing or older than the FASTA (pyfaidx's rule for rebuilding),
+    under a name of this process's and then renamed: processes that start together on an unindexed
+    FASTA (the shards of a job array) each build a whole index and none reads a half-written one."""
+    import pyfaidx
+
+    fai = Path(str(fasta) + ".fai")
+    if fai.exists() and fai.stat().st_mtime >= fasta.stat().st_mtime:
+        return
+    tmp = fai.with_name(f"{fai.name}.tmp{os.getpid()}")
+    try:
+        pyfaidx.Faidx(str(fasta), indexname=str(tmp)).close()
+        os.replace(tmp, fai)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
 class Genome:
     """A FASTA file with an index, read contig by contig into memory.
 
@@ -54,6 +72,7 @@ class Genome:
                 "where you can write, or copy the FASTA to a writable folder"
             )
         try:
+            build_index(self.path)
             self._fa = pyfaidx.Fasta(str(self.path), as_raw=True, sequence_always_upper=False,
                                      build_index=True)
         except pyfaidx.FastaIndexingError as exc:
