@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -1060,8 +1061,13 @@ def test_personal_run_killed_then_resumed_equals_uninterrupted(cohort_world, tmp
     with monkeypatch.context() as m:
         interrupt_after(m, 2)
         assert run_cli(args).exit_code == 130
-    resume_in_process(None, args, monkeypatch)
+    begun, r = resume_in_process(None, args, monkeypatch)
     assert_outputs_identical(paths, full)
+    # the report keeps both the run's genotype counts and what the resume kept
+    kept = re.search(r"resumed: (\d+) of (\d+) blocks kept from the interrupted run", r.output)
+    assert kept and int(kept.group(1)) == int(kept.group(2)) - len(begun) >= 1, r.output
+    assert ok(run_cli(personal_args(c) + out_args(outputs(tmp_path, "again", ("out",))))).output.count(
+        "genotype calls") == r.output.count("genotype calls") == 1
 
 
 # -- 7. empty inputs and empty shards -------------------------------------------------------------------------------

@@ -546,7 +546,7 @@ def score_personal(vcf, fasta, backend, weights=None, out=None, tsv=None, *, gen
         for part in (reader, cohort, genome, mr):
             if part is not None:
                 part.close()
-    summary.extra = _counts_report(cohort)
+    summary.extra[:0] = _counts_report(cohort)  # before the "resumed:" line of a resumed run
     return summary
 
 

@@ -389,5 +389,5 @@ def predict_regions(bed, fasta, backend, weights=None, out=None, tsv=None, *, ge
             if part is not None:
                 part.close()
     if cohort is not None:
-        summary.extra = _counts_report(cohort)
+        summary.extra.extend(_counts_report(cohort))
     return summary
