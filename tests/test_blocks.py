@@ -1070,6 +1070,30 @@ def test_personal_run_killed_then_resumed_equals_uninterrupted(cohort_world, tmp
         "genotype calls") == r.output.count("genotype calls") == 1
 
 
+@pytest.mark.parametrize("indexed", [False, True])
+def test_personal_run_built_by_workers(cohort_world, indexed_cohort, tmp_path, indexed):
+    """--workers with --genotypes: each worker process reads the VCF, the genotypes (the whole file, or by
+    region queries with an index) and the FASTA for the blocks it owns.  The outputs equal --workers 0 bit
+    for bit, sample_counts/* and ref_mismatch_records included, and so does a shard built by 2 workers."""
+    c = cohort_world
+    args = personal_args(c)
+    args[args.index("--genotypes") + 1] = indexed_cohort if indexed else c["cohort"]
+    kinds = ("out", "tsv", "skipped-tsv")
+    full = outputs(tmp_path, "full", kinds)
+    r0 = ok(run_cli(args + out_args(full)))
+    for n in (2, 3):  # 4 blocks: 2 each; 2, 1 and 1
+        p = outputs(tmp_path, f"w{n}", kinds)
+        r = ok(run_cli(args + out_args(p) + ["--workers", n]))
+        assert_outputs_identical(p, full)
+        report = [x for x in r.output.splitlines() if x.startswith("  ")]  # skip reasons and genotype counts
+        assert report == [x for x in r0.output.splitlines() if x.startswith("  ")] and report
+    assert h5_contents(full["out"])[2]["ref_mismatch_records"] == 1
+    one, two = outputs(tmp_path, "s0", kinds), outputs(tmp_path, "s2", kinds)
+    ok(run_cli(args + out_args(one) + ["--shard", "2/2"]))
+    ok(run_cli(args + out_args(two) + ["--shard", "2/2", "--workers", 2]))
+    assert_outputs_identical(two, one)
+
+
 # -- 7. empty inputs and empty shards -------------------------------------------------------------------------------
 
 

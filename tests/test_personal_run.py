@@ -382,6 +382,31 @@ def test_unphased_het_with_one_hot_backend_is_a_one_line_error(world, phase_case
     assert not list(tmp_path.glob("o.*"))
 
 
+def test_phase_error_from_a_worker_process_is_the_same_one_line_error(world, phase_case, tmp_path):
+    """With --workers the phase check runs in a worker process: its error reaches the user unchanged."""
+    cohort, _ = phase_case
+    out = tmp_path / "o.h5"
+    r = run_cli(["score", cohort, "--fasta", world["fasta"], "--backend", "torchscript", "--workers", "2",
+                 "--weights", world["weights"]["one-hot"], "--genotypes", cohort, "--out", out, "-q"])
+    _one_line_error(r, 2, "sample U ", "chr1:500", "unphased", "phase the VCF")
+    assert not list(tmp_path.glob("o.*"))
+
+
+@pytest.mark.parametrize("mode", ["two-hot", "both"])
+def test_workers_give_the_same_cohort_scores(world, mode):
+    """--workers 2 with two-hot pairs and with both haplotypes kept: the same HDF5 and TSV as one process."""
+    want = run_cohort(world, mode)
+    got = run_cohort(world, mode, extra=("--workers", "2"))
+    assert got[2].exit_code == 0, got[2].output
+    with h5py.File(want[0]) as a, h5py.File(got[0]) as b:
+        names = []
+        a.visititems(lambda n, o: names.append(n) if isinstance(o, h5py.Dataset) else None)
+        assert names and "sample_counts/missing" in names
+        for n in names:
+            np.testing.assert_array_equal(b[n][()], a[n][()], err_msg=n)
+    assert got[1].read_bytes() == want[1].read_bytes()
+
+
 def test_unphased_calls_with_two_hot_backend(world, phase_case, tmp_path):
     cohort, recs = phase_case
     out = tmp_path / "o.h5"
@@ -650,8 +675,6 @@ def test_option_errors(world, tmp_path):
     sites_only = write_vcf(tmp_path / "sites.vcf", [("chr1", 100, ".", "A", "C")])
     _one_line_error(run_cli(base + one + ["--genotypes", sites_only]), 1,
                     "has no sample columns", "GT for each sample")
-    _one_line_error(run_cli(base + one + ["--genotypes", w["cohort"], "--workers", "2"]), 2,
-                    "--workers is not available with --genotypes")
     _one_line_error(run_cli(base + one + ["--genotypes", w["cohort"], "--haplotypes", "some"]), 2,
                     "--haplotypes")
     empty = tmp_path / "names.txt"

@@ -8,6 +8,7 @@ every site in it is cut from them.
 
 from __future__ import annotations
 
+import functools
 import sys
 import time
 from dataclasses import dataclass
@@ -21,12 +22,12 @@ from . import __version__
 from .errors import InputError, OptionError
 from .genome import Genome
 from .personal import COUNTS, Block, Cohort, Focal, Haplotypes, pair_codes, parse_samples, span_margin
-from .prefetch import prefetch
+from .prefetch import WorkerInfo, prefetch, worker_batches
 from .blocks import BLOCK_RECORDS, parse_shard, shard_line
 from .blocks import block_records as records_per_block
 from .run import (INDEL_ALIGNMENT, REF_POLICIES, SHORT_CONTIG_POLICIES, BlockOutputs, ModelRun, RunSummary,
                   check_block_records, check_out, fewer_collections, run_manifest, sha256,
-                  work_unit)
+                  work_unit, worker_reader)
 from .encoding import encode
 from .variants import Site, VariantReader
 from .windows import BinSelection, align_bins, check_sites
@@ -408,13 +409,27 @@ def _counts_report(cohort: Cohort) -> list[str]:
     return (["genotype calls (per sample in the outputs' sample counts):"] + lines) if lines else []
 
 
+def _personal_producer(recipe: dict, w: int, workers: int):
+    """In worker process ``w`` of ``workers`` (``--workers``): the personal batches of the blocks it owns,
+    from its own readers of the VCF, the genotypes and the FASTA.  Genotype counts travel with the
+    batches, per block, so they add up as in one process."""
+    genome = Genome(recipe["fasta"])
+    reader = worker_reader(recipe, genome, w, workers)
+    cohort = Cohort(recipe["genotypes"], genome, recipe["samples"], two_hot=recipe["two_hot"])
+    setup = PersonalSetup(cohort, recipe["two_hot"], recipe["haplotypes"], recipe["contrast"])
+    gen = _prepare_personal(reader, genome, cohort, setup, recipe["geom"], recipe["sel"], recipe["margin"],
+                            recipe["per_window"], recipe["unit"], recipe["ref_policy"], recipe["short_contigs"],
+                            recipe["all_bins"], recipe["block"])
+    return gen, reader
+
+
 def score_personal(vcf, fasta, backend, weights=None, out=None, tsv=None, *, genotypes, samples=None,
                    haplotypes: str | None = None, contrast: bool = False, skipped_tsv=None, region=None,
                    ref_mismatch: str = "skip", short_contigs: str = "error", bins: str | None = None, stats=None,
                    pseudocount: float = 1.0, rc: bool = False, shifts=None, tracks: str | None = None,
                    batch_size: int = 64, device: str = "auto", precision: str = "fp32", float32: bool = False,
                    quiet: bool = True, prefetch_depth: int = 2, dedupe: bool = True,
-                   shard=None, resume: bool = False, block_records: int | None = None,
+                   shard=None, resume: bool = False, block_records: int | None = None, workers: int = 0,
                    **backend_options) -> RunSummary:
     """Score every ALT of ``vcf`` on each sample's own background (docs/personal.md)."""
     t0 = time.perf_counter()
@@ -506,11 +521,22 @@ def score_personal(vcf, fasta, backend, weights=None, out=None, tsv=None, *, gen
         bar = tqdm(unit=" variants", disable=quiet, file=sys.stderr, dynamic_ncols=True,
                    mininterval=0.5)
         per_site = setup.copies * len(cohort.samples)
-        batches = _prepare_personal(reader, genome, cohort, setup, geom, sel, predictor.margin,
-                                    predictor.members_per_window, max(work_unit(batch_size, geom.input_length),
-                                                                      per_site * 3),
-                                    ref_mismatch, short_contigs, all_bins=bool(mr.prof_stats), block=bsize)
-        ahead = prefetch(batches, depth=prefetch_depth)
+        unit = max(work_unit(batch_size, geom.input_length), per_site * 3)
+        source = reader
+        if workers:  # each worker process reads the VCF and the genotypes itself, for the blocks it owns
+            recipe = {"vcf": vcf, "regions": list(reader.regions), "fasta": genome.path, "geom": geom, "sel": sel,
+                      "margin": predictor.margin, "per_window": predictor.members_per_window, "unit": unit,
+                      "ref_policy": ref_mismatch, "short_contigs": short_contigs, "all_bins": bool(mr.prof_stats),
+                      "block": bsize, "shard": (k_sh, n_sh), "done": set(done), "genotypes": genotypes,
+                      "samples": sample_list, "two_hot": two_hot, "haplotypes": haplotypes, "contrast": contrast}
+            source = WorkerInfo()
+            ahead = worker_batches(functools.partial(_personal_producer, recipe), workers, source,
+                                   depth=prefetch_depth)
+        else:
+            batches = _prepare_personal(reader, genome, cohort, setup, geom, sel, predictor.margin,
+                                        predictor.members_per_window, unit, ref_mismatch, short_contigs,
+                                        all_bins=bool(mr.prof_stats), block=bsize)
+            ahead = prefetch(batches, depth=prefetch_depth)
         incremental = getattr(mr.model, "incremental", False)
         with fewer_collections():
             _consume(ahead, blocks, predictor, mr, setup, bar, incremental, dedupe)
@@ -530,11 +556,11 @@ def score_personal(vcf, fasta, backend, weights=None, out=None, tsv=None, *, gen
         texts = {}
         if counts_tsv is not None:
             # in a shard, the shard line lets `varfx merge` check the set and add the counts up
-            line = shard_line(shard, reader.records_read, attrs) if shard else ""
+            line = shard_line(shard, source.records_read, attrs) if shard else ""
             texts[counts_tsv] = "sample\t" + "\t".join(COUNTS) + "\n" + line + "".join(
                 f"{name}\t" + "\t".join(str(int(counts[k][i])) for k in COUNTS) + "\n"
                 for i, name in enumerate(cohort.samples))
-        blocks.assemble(summary, reader, t0, attrs, groups=groups, texts=texts,
+        blocks.assemble(summary, source, t0, attrs, groups=groups, texts=texts,
                         counts={"ref_mismatch_records": bad})
     except BaseException as exc:
         if blocks is not None:

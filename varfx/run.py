@@ -200,18 +200,24 @@ def _prepare(reader, genome, geom, sel, margin, per_window, unit, ref_policy, sh
         yield emit()
 
 
-def _producer(recipe: dict, w: int, workers: int):
-    """In worker process ``w`` of ``workers``: the batches of the blocks it owns (``--workers``)."""
-    genome = Genome(recipe["fasta"])
+def worker_reader(recipe: dict, genome: Genome, w: int, workers: int) -> VariantReader:
+    """In worker process ``w`` of ``workers``: the VCF reader that keeps the records of the blocks it
+    owns — those of the run's shard (``recipe["shard"]``) not done before a resume, dealt round-robin."""
     block, (k, n), done = recipe["block"], recipe["shard"], recipe["done"]
 
     def keep(rec: int) -> bool:
         b = rec // block
         return b % n == k - 1 and b not in done and (b // n) % workers == w
 
-    reader = VariantReader(recipe["vcf"], genome.resolve, regions=recipe["regions"], keep=keep)
+    return VariantReader(recipe["vcf"], genome.resolve, regions=recipe["regions"], keep=keep)
+
+
+def _producer(recipe: dict, w: int, workers: int):
+    """In worker process ``w`` of ``workers``: the batches of the blocks it owns (``--workers``)."""
+    genome = Genome(recipe["fasta"])
+    reader = worker_reader(recipe, genome, w, workers)
     gen = _prepare(reader, genome, recipe["geom"], recipe["sel"], recipe["margin"], recipe["per_window"],
-                   recipe["unit"], recipe["ref_policy"], recipe["short_contigs"], recipe["all_bins"], block)
+                   recipe["unit"], recipe["ref_policy"], recipe["short_contigs"], recipe["all_bins"], recipe["block"])
     return gen, reader
 
 
@@ -616,8 +622,6 @@ def score_vcf(vcf, fasta, backend: str | Backend, weights=None, out=None, tsv=No
     else:
         if tsv_long is not None or out_vcf is not None:
             raise OptionError("with --genotypes, write --out (HDF5) and/or --tsv (one row per variant and sample)")
-        if workers:
-            raise OptionError("--workers is not available with --genotypes yet: windows are built in a thread")
         if isinstance(backend, str) and backend_class(backend).score_vcf is not None:
             raise OptionError(f"--genotypes does not apply to --backend {backend}")
         from .personal_run import score_personal
@@ -627,7 +631,7 @@ def score_vcf(vcf, fasta, backend: str | Backend, weights=None, out=None, tsv=No
                               pseudocount=pseudocount, rc=rc, shifts=shifts, tracks=tracks, batch_size=batch_size,
                               device=device, precision=precision, float32=float32, quiet=quiet,
                               prefetch_depth=prefetch_depth, shard=shard, resume=resume,
-                              block_records=block_records, **backend_options)
+                              block_records=block_records, workers=workers, **backend_options)
     if isinstance(backend, str):
         cls = backend_class(backend)
         if cls.score_vcf is not None:  # a backend with its own kind of run (e.g. spliceai)
