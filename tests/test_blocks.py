@@ -203,6 +203,15 @@ def merge(shards: list, out: Path):
     return run_cli(["merge", *shards, "--out", out])
 
 
+def assert_merge_equals(shards: list[dict], want: dict, folder: Path, kinds=tuple(KINDS)) -> None:
+    """`varfx merge` the shards' outputs of each kind (in the order given) into ``folder``; each merged
+    file must equal ``want``'s (HDF5 datasets and attributes, text byte for byte)."""
+    merged = outputs(folder, "merged", kinds)
+    for kind, got in merged.items():
+        ok(merge([s[kind] for s in shards], got))
+    assert_outputs_identical(merged, {k: want[k] for k in merged})
+
+
 # -- 1. shards merge into the unsharded run ----------------------------------------------------------------------
 
 
@@ -760,13 +769,7 @@ def test_shards_may_name_the_inputs_differently(world, tmp_path, monkeypatch):
     rel = base(w, vcf=Path("variants.vcf"), weights=Path(w["weights"].name))
     rel[rel.index("--fasta") + 1] = Path("genome.fa")
     ok(run_cli(rel + out_args(two) + ["--shard", "2/2"]))
-    for kind in ("out", "tsv"):
-        got = tmp_path / f"merged{KINDS[kind]}"
-        ok(merge([one[kind], two[kind]], got))
-        if kind == "out":
-            assert_h5_identical(got, ref["out"])
-        else:
-            assert got.read_bytes() == ref[kind].read_bytes()
+    assert_merge_equals([one, two], ref, tmp_path, kinds=("out", "tsv"))
 
 
 def test_shard_and_block_options_are_checked(world, tmp_path):
@@ -804,13 +807,7 @@ def test_an_interrupted_shard_resumed_then_merged(world, tmp_path, monkeypatch):
     assert begun == {b for b in range(n_blocks) if b % 3 == 1} - {1, 4}
     assert_outputs_identical(paths, three[1])  # the same as the uninterrupted shard
     ref = reference(w)
-    for kind in KINDS:
-        got = tmp_path / f"merged{KINDS[kind]}"
-        ok(merge([three[0][kind], paths[kind], three[2][kind]], got))
-        if kind == "out":
-            assert_h5_identical(got, ref["out"])
-        else:
-            assert got.read_bytes() == ref[kind].read_bytes()
+    assert_merge_equals([three[0], paths, three[2]], ref, tmp_path)
 
 
 def test_text_only_shards_merge(world, tmp_path):
@@ -850,13 +847,7 @@ def test_shards_of_a_region(world, tmp_path):
         p = outputs(tmp_path, f"s{k}", ("out", "tsv"))
         ok(run_cli(base(w, vcf=gz) + out_args(p) + region + ["--shard", f"{k}/2"]))
         shards.append(p)
-    for kind in ("out", "tsv"):
-        got = tmp_path / f"merged{KINDS[kind]}"
-        ok(merge([s[kind] for s in shards], got))
-        if kind == "out":
-            assert_h5_identical(got, full["out"])
-        else:
-            assert got.read_bytes() == full[kind].read_bytes()
+    assert_merge_equals(shards, full, tmp_path, kinds=("out", "tsv"))
 
 
 # -- 5. batch sizes and workers -----------------------------------------------------------------------------------
@@ -989,13 +980,7 @@ def test_personal_shards_merge_into_the_unsharded_run(cohort_world, n, tmp_path)
     assert data["SAD"].shape[1:] == (6, 3) and "genotype/SAD" in data
     with h5py.File(shards[-1]["out"]) as f:
         assert f["record"].shape == (0,) if n > 4 else f["record"].shape[0] > 0
-    for kind in kinds:
-        got = tmp_path / f"merged{KINDS[kind]}"
-        ok(merge([s[kind] for s in reversed(shards)], got))
-        if kind == "out":
-            assert_h5_identical(got, full["out"])
-        else:
-            assert got.read_bytes() == full[kind].read_bytes(), kind
+    assert_merge_equals(shards[::-1], full, tmp_path, kinds=kinds)
 
 
 @pytest.fixture(scope="module")
@@ -1025,13 +1010,7 @@ def test_personal_shards_of_an_indexed_cohort_merge(cohort_world, indexed_cohort
         shards.append(p)
     counts = [h5_contents(p["out"])[2]["ref_mismatch_records"] for p in shards]
     assert sorted(counts) == [0, 1]  # the mismatching record (block 0) is read by shard 1 only
-    for kind in kinds:
-        got = tmp_path / f"merged{KINDS[kind]}"
-        ok(merge([s[kind] for s in shards], got))
-        if kind == "out":
-            assert_h5_identical(got, full["out"])
-        else:
-            assert got.read_bytes() == full[kind].read_bytes(), kind
+    assert_merge_equals(shards, full, tmp_path, kinds=kinds)
 
 
 def test_resumed_personal_run_counts_ref_mismatch_records_of_all_blocks(cohort_world, indexed_cohort, tmp_path,
@@ -1115,13 +1094,7 @@ def test_empty_vcf_sharded_and_merged(world, tmp_path):
         head = p["tsv"].read_text().splitlines()
         assert len(head) == 2 and shard_line(p["tsv"])["n_blocks"] == 0
         assert [x for x in head if x.startswith("chrom\tpos\tid\tref\talt\tSAD:t0")]
-    for kind in KINDS:
-        got = tmp_path / f"merged{KINDS[kind]}"
-        ok(merge([s[kind] for s in shards], got))
-        if kind == "out":
-            assert_h5_identical(got, full["out"])
-        else:
-            assert got.read_bytes() == full[kind].read_bytes(), kind
+    assert_merge_equals(shards, full, tmp_path)
     assert not any(p.name.endswith((".parts", ".partial")) for p in tmp_path.iterdir())
 
 
@@ -1142,10 +1115,4 @@ def test_a_shard_without_blocks_is_valid_and_merges(world, tmp_path):
     text = shards[2]["tsv"].read_text().splitlines()
     assert len(text) == 2 and shard_line(shards[2]["tsv"])["shard"] == "3/3"
     assert [x for x in text if x.startswith("chrom\t")]
-    for kind in KINDS:
-        got = tmp_path / f"merged{KINDS[kind]}"
-        ok(merge([s[kind] for s in shards[::-1]], got))
-        if kind == "out":
-            assert_h5_identical(got, full["out"])
-        else:
-            assert got.read_bytes() == full[kind].read_bytes(), kind
+    assert_merge_equals(shards[::-1], full, tmp_path)
