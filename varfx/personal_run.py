@@ -27,7 +27,7 @@ from .blocks import BLOCK_RECORDS, parse_shard, shard_line
 from .blocks import block_records as records_per_block
 from .run import (INDEL_ALIGNMENT, REF_POLICIES, SHORT_CONTIG_POLICIES, BlockOutputs, ModelRun, RunSummary,
                   check_block_records, check_out, fewer_collections, run_manifest, sha256,
-                  work_unit, worker_reader)
+                  window_recipe, work_unit, worker_reader)
 from .encoding import encode
 from .variants import Site, VariantReader
 from .windows import BinSelection, align_bins, check_sites
@@ -524,11 +524,10 @@ def score_personal(vcf, fasta, backend, weights=None, out=None, tsv=None, *, gen
         unit = max(work_unit(batch_size, geom.input_length), per_site * 3)
         source = reader
         if workers:  # each worker process reads the VCF and the genotypes itself, for the blocks it owns
-            recipe = {"vcf": vcf, "regions": list(reader.regions), "fasta": genome.path, "geom": geom, "sel": sel,
-                      "margin": predictor.margin, "per_window": predictor.members_per_window, "unit": unit,
-                      "ref_policy": ref_mismatch, "short_contigs": short_contigs, "all_bins": bool(mr.prof_stats),
-                      "block": bsize, "shard": (k_sh, n_sh), "done": set(done), "genotypes": genotypes,
-                      "samples": sample_list, "two_hot": two_hot, "haplotypes": haplotypes, "contrast": contrast}
+            recipe = {**window_recipe(vcf, reader, genome, predictor, geom, sel, unit, ref_mismatch, short_contigs,
+                                      bool(mr.prof_stats), bsize, (k_sh, n_sh), done),
+                      "genotypes": genotypes, "samples": sample_list, "two_hot": two_hot, "haplotypes": haplotypes,
+                      "contrast": contrast}
             source = WorkerInfo()
             ahead = worker_batches(functools.partial(_personal_producer, recipe), workers, source,
                                    depth=prefetch_depth)

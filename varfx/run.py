@@ -212,6 +212,16 @@ def worker_reader(recipe: dict, genome: Genome, w: int, workers: int) -> Variant
     return VariantReader(recipe["vcf"], genome.resolve, regions=recipe["regions"], keep=keep)
 
 
+def window_recipe(vcf, reader, genome, predictor, geom, sel, unit: int, ref_policy: str, short_contigs: str,
+                  all_bins: bool, block: int, shard: tuple[int, int], done) -> dict:
+    """What a window-building worker process needs (``--workers``; picklable): inputs, window layout,
+    policies, and which blocks are the run's (``worker_reader``)."""
+    return {"vcf": vcf, "regions": list(reader.regions), "fasta": genome.path, "geom": geom, "sel": sel,
+            "margin": predictor.margin, "per_window": predictor.members_per_window, "unit": unit,
+            "ref_policy": ref_policy, "short_contigs": short_contigs, "all_bins": all_bins, "block": block,
+            "shard": shard, "done": set(done)}
+
+
 def _producer(recipe: dict, w: int, workers: int):
     """In worker process ``w`` of ``workers``: the batches of the blocks it owns (``--workers``)."""
     genome = Genome(recipe["fasta"])
@@ -717,10 +727,8 @@ def score_vcf(vcf, fasta, backend: str | Backend, weights=None, out=None, tsv=No
         unit = work_unit(batch_size, geom.input_length)
         source = reader
         if workers:
-            recipe = {"vcf": vcf, "regions": list(reader.regions), "fasta": genome.path, "geom": geom, "sel": sel,
-                      "margin": predictor.margin, "per_window": predictor.members_per_window, "unit": unit,
-                      "ref_policy": ref_mismatch, "short_contigs": short_contigs, "all_bins": bool(prof_stats),
-                      "block": bsize, "shard": (k, n), "done": set(done)}
+            recipe = window_recipe(vcf, reader, genome, predictor, geom, sel, unit, ref_mismatch, short_contigs,
+                                   bool(prof_stats), bsize, (k, n), done)
             source = WorkerInfo()
             ahead = worker_batches(functools.partial(_producer, recipe), workers, source, depth=prefetch_depth)
         else:
