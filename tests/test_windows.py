@@ -86,6 +86,18 @@ def test_allele_too_long_and_short_contigs(fasta, genome_seqs):
     check_sites(g, [long_ins], geom, 0)
     assert [a for _, a in long_ins.alts] == ["C"]
     assert long_ins.skipped[0][2] == "allele_too_long"
+    # sites emptied by the REF and contig checks (here in the middle and last) hold no ALTs when the
+    # longest ALT per site is taken: the too-long check must still line up with the right sites
+    long2 = site_for(seq, "chr1", 520, 1, ["C", seq[519].upper() + "G" * 12])
+    wrong = "A" if seq[539].upper() != "A" else "C"
+    mismatch = Site(5, "chr1", "chr1", 540, ".", wrong, [(0, "G")])
+    fits = site_for(seq, "chr1", 560, 1, [seq[559].upper() + "T" * 9])
+    past = Site(7, "chr1", "chr1", 5000, ".", "A", [(0, "C")])
+    check_sites(g, [long2, mismatch, fits, past], geom, 0)
+    assert [a for _, a in long2.alts] == ["C"] and long2.skipped[0][2] == "allele_too_long"
+    assert mismatch.skipped == [(0, "G", "ref_mismatch")]
+    assert len(fits.alts) == 1 and fits.skipped == []
+    assert past.skipped == [(0, "C", "outside_contig")]
     big = Geometry(1000, 1, 1, 0)  # chrM is 300 bp
     m = site_for(genome_seqs["chrM"], "chrM", 10, 1, ["A"])
     with pytest.raises(OptionError, match="--short-contigs"):

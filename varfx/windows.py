@@ -194,8 +194,10 @@ def check_sites(genome, sites: list[Site], geom: Geometry, max_shift: int,
         alen = np.fromiter(map(len, [a for site in group for _, a in site.alts]), dtype=np.int64,
                            count=int(counts.sum()))
         too_long = rlen > room
-        if alen.size and int(alen.max()) > room:
-            too_long |= np.maximum.reduceat(alen, np.concatenate([[0], np.cumsum(counts)[:-1]])) > room
+        if alen.size and int(alen.max()) > room:  # longest ALT per site (sites emptied above have none)
+            longest = np.zeros(n, dtype=np.int64)
+            np.maximum.at(longest, np.repeat(np.arange(n), counts), alen)
+            too_long |= longest > room
         for i in np.flatnonzero(too_long & ok).tolist():
             site = group[i]
             keep = [(j, a) for j, a in site.alts if max(len(site.ref), len(a)) <= room]
