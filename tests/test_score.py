@@ -106,7 +106,7 @@ def test_hdf5_layout_and_metadata(case):
     with h5py.File(t / "o.h5") as f:
         for name in ("snp", "chr", "pos", "ref_allele", "alt_allele", "target_ids", "target_labels", "SAD", "logSED"):
             assert name in f
-        assert f["pos"].dtype == np.uint32
+        assert f["pos"].dtype == np.int64
         assert f["SAD"].dtype == np.float16 and f["SAD"].shape == (12, 3)
         assert [x.decode() for x in f["target_ids"][:]] == ["t0", "t1", "t2"]
         assert f["snp"][0].decode() == "near_start"
@@ -118,6 +118,20 @@ def test_hdf5_layout_and_metadata(case):
         assert a["varfx_version"] == varfx.__version__
         assert set(f["skipped"].keys()) >= {"chr", "pos", "id", "ref_allele", "alt_allele", "reason", "record"}
     assert not (t / "o.h5.partial").exists()
+
+
+def test_positions_past_uint32_are_kept(case):
+    """POS is int64: a position past 2**32 (contigs over 4.29 Gb exist) is stored as written, not wrapped."""
+    t = case["tmp"]
+    big = 2**32 + 5_000_001
+    vcf = write_vcf(t / "big.vcf", [("chr1", 100, "snv", case["seqs"]["chr1"][99].upper(), "A"),
+                                    ("chr1", big, "far", "A", "C")])
+    varfx.score_vcf(vcf, case["fasta"], "torchscript", [str(case["weights"])], t / "b.h5", tsv=t / "b.tsv",
+                    skipped_tsv=t / "b.skipped.tsv")
+    with h5py.File(t / "b.h5") as f:
+        assert f["skipped/pos"][:].tolist() == [big]
+        assert [r.decode() for r in f["skipped/reason"][:]] == ["outside_contig"]
+    assert pd.read_csv(t / "b.skipped.tsv", sep="\t")["pos"].tolist() == [big]
 
 
 def test_rc_and_shift_ensembles_match_reference(case):

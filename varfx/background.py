@@ -113,7 +113,7 @@ def query_features(path, genome: Genome) -> dict:
                 if contig is None:
                     ignored["unknown_contig"] += 1
                     continue
-                sites.setdefault(contig, []).append((rec.POS - 1, ref, alt))
+                sites.setdefault(contig, []).append((rec.start, ref, alt))
     except Exception as exc:
         raise InputError(f"{path}: a record could not be parsed ({str(exc).splitlines()[0]}): fix or remove it")
     finally:

@@ -241,7 +241,7 @@ class Cohort:
         pos0, ref_len, alleles, keys, gts = [], [], [], [], []
         s_n = len(self.samples)
         for rec in records:
-            p = rec.POS - 1
+            p = rec.start
             if start is not None and p < start:
                 continue  # read with the previous stretch
             ref = rec.REF.upper()
@@ -270,7 +270,7 @@ class Cohort:
                 top = int(arr[:, :2].max(initial=0))
                 if top > len(alts):
                     s = self.vcf.samples[int(np.argwhere(arr[:, :2] == top)[0][0])]
-                    raise InputError(f"--genotypes {self.path}: sample {s} at {rec.CHROM}:{rec.POS} calls allele "
+                    raise InputError(f"--genotypes {self.path}: sample {s} at {rec.CHROM}:{rec.start + 1} calls allele "
                                      f"{top}, but the record has {len(alts)} ALT allele(s)")
             pos0.append(p)
             ref_len.append(len(ref))
@@ -302,7 +302,7 @@ class Cohort:
         over those that reach across theirs."""
         q = start
         while q > 0:
-            m = min((rec.POS - 1 for rec in self._records(contig, q, q + 1)), default=q)
+            m = min((rec.start for rec in self._records(contig, q, q + 1)), default=q)
             if m >= q:
                 break
             q = m

@@ -195,6 +195,7 @@ class VariantReader:
         bases = _BASES
         try:
             for rec in records:  # a record htslib cannot parse raises here, turned into one line below
+                # positions come from rec.start (int64): cyvcf2's rec.POS is an int32 and wraps past 2**32
                 index = n
                 n += 1
                 if keep is not None and not keep(index):
@@ -208,10 +209,10 @@ class VariantReader:
                 if len(alts) == 1 and contig is not None:  # the common case: one plain ALT
                     alt = alts[0]
                     if alt in bases and ref in bases and alt != ref:
-                        yield Site(index, chrom, contig, rec.POS, rec.ID or ".", ref, [(0, alt)], [])
+                        yield Site(index, chrom, contig, rec.start + 1, rec.ID or ".", ref, [(0, alt)], [])
                         continue
                 ref = ref.upper()
-                site = Site(index, chrom, contig, rec.POS, rec.ID or ".", ref, [], [])
+                site = Site(index, chrom, contig, rec.start + 1, rec.ID or ".", ref, [], [])
                 for i, alt in enumerate(alts or ["."]):
                     alt = alt.upper() if not alt.startswith("<") else alt
                     reason = classify_alt(ref, alt)

@@ -182,8 +182,8 @@ class AnnotatedVCFWriter:
             raise AssertionError("the annotated VCF ran out of records before the run did") from None
         except Exception as exc:  # cyvcf2 raises bare exceptions for records it cannot parse
             raise _record_error(self.source, exc) from None
-        if rec.CHROM != chrom or rec.POS != pos:
-            raise AssertionError(f"the annotated VCF is out of step: record {rec.CHROM}:{rec.POS}, "
+        if rec.CHROM != chrom or rec.start + 1 != pos:
+            raise AssertionError(f"the annotated VCF is out of step: record {rec.CHROM}:{rec.start + 1}, "
                                  f"scores for {chrom}:{pos}")
         for field_id in self._replaced:
             if rec.INFO.get(field_id) is not None:
@@ -202,7 +202,7 @@ class AnnotatedVCFWriter:
         try:
             self._writer.write_record(rec)
         except Exception as exc:  # htslib refuses a record it could not parse fully
-            raise InputError(f"{self.source}: record {rec.CHROM}:{rec.POS} cannot be written to {self.path.name} "
+            raise InputError(f"{self.source}: record {rec.CHROM}:{rec.start + 1} cannot be written to {self.path.name} "
                              f"({str(exc).splitlines()[0]}); check it with `bcftools view`") from None
         self.records_written += 1
 
@@ -210,7 +210,7 @@ class AnnotatedVCFWriter:
         """(ID, ``v1,v2,…``) for each Number=A field with a value on this record."""
         n = len(rec.ALT)
         if max(alleles) >= max(n, 1):
-            raise AssertionError(f"the annotated VCF is out of step at {rec.CHROM}:{rec.POS}: "
+            raise AssertionError(f"the annotated VCF is out of step at {rec.CHROM}:{rec.start + 1}: "
                                  f"{n} ALT allele(s), values for ALT {max(alleles) + 1}")
         entries = []
         missing = (".",) * len(self._per_alt)

@@ -95,7 +95,7 @@ def _attr_value(v):
 
 #: the gene columns of (variant, gene) rows (score --genes), text and numbers
 GENE_TEXT = ("gene_id", "gene_name", "strand")
-GENE_NUMBERS = {"tss": np.uint32, "tss_distance": np.int64, "n_tss": np.int16}
+GENE_NUMBERS = {"tss": np.int64, "tss_distance": np.int64, "n_tss": np.int16}
 
 
 class H5Writer:
@@ -126,7 +126,7 @@ class H5Writer:
         begin_h5(f, attrs, track_ids, track_labels)
         for name in ("snp", "chr", "ref_allele", "alt_allele", "id"):
             f.create_dataset(name, (0,), maxshape=(None,), dtype=STR, chunks=(4096,))
-        f.create_dataset("pos", (0,), maxshape=(None,), dtype=np.uint32, chunks=(4096,))
+        f.create_dataset("pos", (0,), maxshape=(None,), dtype=np.int64, chunks=(4096,))
         f.create_dataset("record", (0,), maxshape=(None,), dtype=np.int64, chunks=(4096,))
         f.create_dataset("alt_index", (0,), maxshape=(None,), dtype=np.int16, chunks=(4096,))
         shape = (*self.inner, self.n_tracks)
@@ -162,7 +162,7 @@ class H5Writer:
     def _create_ids(g, chunk: int) -> None:
         for name in ("chr", "id", "ref_allele", "alt_allele"):
             g.create_dataset(name, (0,), maxshape=(None,), dtype=STR, chunks=(chunk,))
-        g.create_dataset("pos", (0,), maxshape=(None,), dtype=np.uint32, chunks=(chunk,))
+        g.create_dataset("pos", (0,), maxshape=(None,), dtype=np.int64, chunks=(chunk,))
         g.create_dataset("record", (0,), maxshape=(None,), dtype=np.int64, chunks=(chunk,))
         g.create_dataset("alt_index", (0,), maxshape=(None,), dtype=np.int16, chunks=(chunk,))
 
@@ -170,7 +170,7 @@ class H5Writer:
     def _append_ids(g, rows: VariantRows) -> None:
         """The identifier columns of ``rows``, in the root (scored) or the ``skipped`` group."""
         append_rows(g["chr"], rows.chrom)
-        append_rows(g["pos"], rows.pos.astype(np.uint32))
+        append_rows(g["pos"], rows.pos.astype(np.int64))
         append_rows(g["id"], rows.id)
         append_rows(g["ref_allele"], rows.ref)
         append_rows(g["alt_allele"], rows.alt)
