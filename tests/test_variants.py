@@ -77,6 +77,27 @@ def test_region_uses_index(tmp_path, fasta):
     assert [s.id for s in sites] == ["w"]
 
 
+def test_regions_read_each_record_once(tmp_path, fasta):
+    """Overlapping regions, and a deletion reaching from one region into the next, give each record once,
+    with the first region that holds it; the expected list is found by brute force with pysam."""
+    pysam = pytest.importorskip("pysam")
+    recs = [("chr1", 100, "a", "A", "C"), ("chr1", 195, "del", "ACGTACGTACGT", "A"),
+            ("chr1", 250, "b", "A", "G"), ("chr1", 250, "b_dup", "A", "G"), ("chr1", 320, "c", "A", "T"),
+            ("chr1", 600, "d", "A", "T"), ("chr2", 50, "w", "A", "C")]
+    gz = _bgzip_index(write_vcf(tmp_path / "v.vcf", recs, contigs={"chr1": 2000, "chr2": 500}))
+    regions = ["chr1:240-330", "2", "chr1:200-260", "chr1:150-199", "chr1:300-700"]
+    spans = [("chr1", 239, 330), ("chr2", 0, 500), ("chr1", 199, 260), ("chr1", 149, 199), ("chr1", 299, 700)]
+    order = []
+    for r in pysam.VariantFile(str(gz)):
+        first = next(i for i, (c, lo, hi) in enumerate(spans + [(r.chrom, -1, 10**9)])
+                     if c == r.chrom and r.start < hi and r.stop > lo)
+        order.append((first, r.id))
+    want = [vid for first, vid in sorted(order, key=lambda x: x[0]) if first < len(spans)]
+    assert want == ["b", "b_dup", "c", "w", "del", "d"]  # "a" is in no region
+    reader = VariantReader(gz, Genome(fasta).resolve, regions=regions)
+    assert [s.id for s in reader] == want and reader.records_read == len(want)
+
+
 def test_region_without_index_is_clear_error(tmp_path, fasta):
     vcf = write_vcf(tmp_path / "v.vcf", [("chr1", 100, "a", "A", "C")])
     with pytest.raises(InputError, match="bcftools index"):

@@ -137,6 +137,30 @@ def open_vcf(path: str | os.PathLike, samples: bool | list[str] = False):
         raise InputError(f"cannot parse {path} as VCF/BCF ({msg}): check its header with `bcftools view -h {path}`")
 
 
+_QUERY = re.compile(r"(.+):(\d+)(?:-(\d+))?")
+
+
+def query_records(vcf, queries: list[str] | None):
+    """The records of an open cyvcf2 ``vcf``: all of them, or those of the region ``queries`` in their
+    order, each record once.  A record that overlaps several regions (overlapping regions, or a
+    deletion reaching from one into the next) comes with the first of them only, as ``bcftools view
+    -r`` gives it once; overlap is htslib's: ``[start, end)`` of the record meets the region."""
+    if not queries:
+        yield from vcf
+        return
+    spans: dict[str, list[tuple[int, float]]] = {}  # regions already read, 0-based half-open
+    for q in queries:
+        m = _QUERY.fullmatch(q)
+        chrom, lo, hi = (m.group(1), int(m.group(2)) - 1, int(m.group(3)) if m.group(3) else float("inf")) \
+            if m else (q, 0, float("inf"))
+        earlier = spans.setdefault(chrom, [])
+        for rec in vcf(q):
+            if earlier and any(rec.start < e and rec.end > s for s, e in earlier):
+                continue
+            yield rec
+        earlier.append((lo, hi))
+
+
 class VariantReader:
     """Iterate the sites of a VCF/BCF, optionally restricted to regions.
 
@@ -180,11 +204,7 @@ class VariantReader:
         return f"{chrom}:{start}-{end}" if end is not None else f"{chrom}:{start}"
 
     def _records(self):
-        if not self._queries:
-            yield from self._vcf
-            return
-        for q in self._queries:
-            yield from self._vcf(q)
+        return query_records(self._vcf, self._queries)
 
     def __iter__(self) -> Iterator[Site]:
         resolve = self.resolve_contig

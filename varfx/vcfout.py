@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import InputError, OptionError
-from .variants import open_vcf
+from .variants import open_vcf, query_records
 from .writers import partial_path
 
 #: file name ending -> cyvcf2 Writer mode
@@ -101,9 +101,8 @@ def undeclared_lines(source: str | os.PathLike, queries: list[str] | None = None
     vcf = open_vcf(source, samples=True)
     try:
         before = set(vcf.raw_header.splitlines())
-        for q in queries or [None]:
-            for _ in vcf(q) if q else vcf:
-                pass
+        for _ in query_records(vcf, queries):
+            pass
         return [line for line in vcf.raw_header.splitlines() if line not in before and line.startswith("##")]
     except Exception as exc:  # cyvcf2 raises bare exceptions for records it cannot parse
         raise _record_error(source, exc) from None
@@ -146,7 +145,7 @@ class AnnotatedVCFWriter:
             self._replaced = [f.id for f in self.fields if self._declared(f)]
             for field in self.fields:
                 self._vcf.add_info_to_header(field.header())
-            self._records = self._iterate(queries)
+            self._records = query_records(self._vcf, queries)
             self._writer = Writer(str(self.tmp), self._vcf, mode=mode)
         except BaseException:
             self._vcf.close()
@@ -159,13 +158,6 @@ class AnnotatedVCFWriter:
 
     def _declared(self, field: InfoField) -> bool:
         return declared(self._vcf, field)
-
-    def _iterate(self, queries):
-        if not queries:
-            yield from self._vcf
-            return
-        for q in queries:
-            yield from self._vcf(q)
 
     def write(self, chrom: str, pos: int, info: dict[str, str] | None = None,
               alleles: dict[int, tuple[str, ...]] | None = None) -> None:
