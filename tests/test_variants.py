@@ -4,7 +4,7 @@ from varfx.errors import InputError, OptionError
 from varfx.genome import Genome
 from varfx.variants import VariantReader, classify_alt, parse_region, variant_kind
 
-from conftest import write_vcf
+from conftest import EXAMPLES, write_vcf
 
 
 @pytest.mark.parametrize("ref,alt,reason", [
@@ -122,3 +122,30 @@ def test_unparseable_files(tmp_path, fasta):
         VariantReader(junk, Genome(fasta).resolve)
     with pytest.raises(InputError, match="not found"):
         VariantReader(tmp_path / "missing.vcf", Genome(fasta).resolve)
+
+
+def test_bgzf_file_cut_at_a_block_boundary_is_refused(tmp_path, fasta):
+    """htslib reads a BGZF file cut between blocks to the cut with only a warning; varfx refuses it."""
+    import gzip
+
+    from click.testing import CliRunner
+
+    from varfx.cli import cli
+    pysam = pytest.importorskip("pysam")
+    recs = [("chr1", p, f"v{p}", "A", "C") for p in range(100, 1900, 3)]
+    vcf = write_vcf(tmp_path / "v.vcf", recs, contigs={"chr1": 2000})
+    gz = tmp_path / "v.vcf.gz"
+    pysam.tabix_compress(str(vcf), str(gz))
+    g = Genome(fasta)
+    assert len(list(VariantReader(gz, g.resolve))) == len(recs)  # intact
+    plain = tmp_path / "plain.vcf.gz"  # plain gzip (not BGZF) has no such marker and is read as is
+    plain.write_bytes(gzip.compress(vcf.read_bytes()))
+    assert len(list(VariantReader(plain, g.resolve))) == len(recs)
+    cut = tmp_path / "cut.vcf.gz"
+    cut.write_bytes(gz.read_bytes()[:-28])  # the last 28 bytes are the end-of-file block
+    with pytest.raises(InputError, match=r"cut.vcf.gz is truncated: it lacks the BGZF end-of-file marker"):
+        VariantReader(cut, g.resolve)
+    r = CliRunner().invoke(cli, ["score", str(cut), "--fasta", str(fasta), "--backend", "torchscript",
+                                 "--weights", str(EXAMPLES / "model.pt"), "--out", str(tmp_path / "o.h5")])
+    assert r.exit_code != 0 and "is truncated" in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "o.h5").exists()

@@ -38,6 +38,24 @@ MIN_MARKER_DIST = 1 << 16  # bins spanning less compressed data than this join t
 META_BIN = ((1 << 3 * (DEPTH + 1)) - 1) // 7 + 1  # 37450: a pseudo-bin with the contig's extent and record count
 
 
+def missing_eof(path) -> bool:
+    """True for a BGZF file (a .vcf.gz or .bcf written by htslib) that does not end with the BGZF
+    end-of-file marker: a file cut short at a block boundary, which htslib reads to the cut with only a
+    warning.  False for anything else (plain text, plain gzip, an intact BGZF file)."""
+    with open(path, "rb") as fh:
+        head = fh.read(_HEADER.size)
+        if len(head) < _HEADER.size:
+            return False
+        f = _HEADER.unpack(head)  # gzip magic and method, FEXTRA set, the 'BC' subfield of length 2
+        if f[:3] != (31, 139, 8) or not f[3] & 4 or f[8:11] != (66, 67, 2):
+            return False
+        fh.seek(0, 2)
+        if fh.tell() < len(EOF_BLOCK):
+            return True
+        fh.seek(-len(EOF_BLOCK), 2)
+        return fh.read() != EOF_BLOCK
+
+
 def compress_block(data: bytes, level: int = 6) -> bytes:
     """One BGZF member holding ``data`` (at most BLOCK_DATA bytes)."""
     if len(data) > BLOCK_DATA:

@@ -125,6 +125,10 @@ def open_vcf(path: str | os.PathLike, samples: bool | list[str] = False):
         raise InputError(f"VCF file is not readable: {path} (check its permissions)")
     if path.stat().st_size == 0:
         raise InputError(f"{path} is empty: a VCF needs at least a ##fileformat line and a #CHROM header")
+    from .bgzf import missing_eof
+    if missing_eof(path):
+        raise InputError(f"{path} is truncated: it lacks the BGZF end-of-file marker that bgzip and htslib write "
+                         "(an interrupted copy or download?); copy or write it again")
     kwargs = {}
     if samples is False:
         kwargs["samples"] = []
