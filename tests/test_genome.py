@@ -87,6 +87,15 @@ def test_alias_from_chr_to_bare(tmp_path):
     assert g.resolve("chrM") == "MT"
 
 
+def test_alias_to_fasta_names_with_other_case(tmp_path):
+    """Plant assemblies (TAIR10) name contigs Chr1 and Mt: VCF names chr1, 1, MT and chrM find them."""
+    fa = write_fasta(tmp_path / "tair.fa", {"Chr1": "ACGT" * 10, "Chr2": "ACGT" * 10, "Mt": "ACGT" * 5})
+    g = Genome(fa)
+    assert [g.resolve(n) for n in ("Chr1", "chr1", "1", "2", "MT", "chrM", "Mt")] == \
+        ["Chr1", "Chr1", "Chr1", "Chr2", "Mt", "Mt", "Mt"]
+    assert g.resolve("chr3") is None and g.resolve("3") is None
+
+
 def test_missing_fasta_is_one_line_error(tmp_path):
     with pytest.raises(InputError, match="FASTA file not found"):
         Genome(tmp_path / "nope.fa")

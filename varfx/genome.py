@@ -111,7 +111,8 @@ class Genome:
         for alias in contig_aliases(name):
             if alias in self._index:
                 return alias
-        return None
+        # the other way round: a FASTA name that is not lower-case "chr…" (TAIR's Chr1, a plant's Mt)
+        return self._alias.get(name)
 
     def codes(self, name: str) -> np.ndarray:
         """The whole contig as base codes (cached)."""
