@@ -72,6 +72,9 @@ def test_score_end_to_end_values_and_accounting(case):
     assert len(res.skipped) == 6
     assert sorted(res.skipped["reason"]) == sorted(["symbolic_allele", "star_allele", "ref_mismatch", "breakend",
                                                     "missing_alt", "unknown_contig"])
+    skipped_alt = dict(zip(res.skipped["reason"], res.skipped["alt"]))
+    assert skipped_alt["breakend"] == case["recs"][11][4]  # as written: the mate contig keeps its case
+    assert skipped_alt["symbolic_allele"] == "<DEL>"
     # the multi-allelic record: three ALTs, one REF pass, chrom kept as written in the VCF
     multi = v[v["id"] == "multi"]
     assert len(multi) == 3 and set(multi["chrom"]) == {"1"} and list(multi["alt_index"]) == [0, 1, 2]

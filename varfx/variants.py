@@ -238,7 +238,8 @@ class VariantReader:
                 ref = ref.upper()
                 site = Site(index, chrom, contig, rec.start + 1, rec.ID or ".", ref, [], [])
                 for i, alt in enumerate(alts or ["."]):
-                    alt = alt.upper() if not alt.startswith("<") else alt
+                    if not (alt.startswith("<") or "[" in alt or "]" in alt):  # symbolic and breakend ALTs as written
+                        alt = alt.upper()
                     reason = classify_alt(ref, alt)
                     if reason is None and contig is None:
                         reason = "unknown_contig"
