@@ -84,6 +84,10 @@ def variant_stats(ref_pred: torch.Tensor, alt_pred: torch.Tensor, al: Aligned,
             out["D1"] = diff.abs().sum(1)
         if "D2" in stats:
             out["D2"] = diff.square().sum(1).sqrt()
+    empty = ~al.mask.any(1)  # no (REF, ALT) bin pair left (an indel moved every ALT bin off the output)
+    if bool(empty.any()):
+        for v in out.values():
+            v[empty] = float("nan")
     return {s: out[s] for s in stats}
 
 
