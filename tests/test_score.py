@@ -343,13 +343,14 @@ def test_float16_overflow_is_counted_and_reported(case, tmp_path):
     import torch
 
     class Huge(torch.nn.Module):
-        def forward(self, x):  # (B, 64, 4) -> (B, 8, 1): 1e5 × (number of A in each 8-bp bin)
-            return x[:, :, 0].reshape(x.shape[0], 8, 8).sum(-1, keepdim=True) * 1e5
+        def forward(self, x):  # (B, 64, 4) -> (B, 8, 2): 65,510 and 1e5 × (number of A in each 8-bp bin)
+            a = x[:, :, 0].reshape(x.shape[0], 8, 8).sum(-1, keepdim=True)
+            return torch.cat([a * 65510.0, a * 1e5], dim=-1)
 
     path = tmp_path / "huge.pt"
     torch.jit.save(torch.jit.script(Huge()), str(path))
     path.with_suffix(".json").write_text(json.dumps({"input_length": 64, "output_bins": 8, "bin_size": 8,
-                                                     "bin_offset": 0, "tracks": ["a"]}))
+                                                     "bin_offset": 0, "tracks": ["a", "b"]}))
     t = case["tmp"]
     r = run_cli(["score", str(case["vcf"]), "--fasta", str(case["fasta"]), "--backend", "torchscript",
                  "--weights", str(path), "--out", str(t / "h.h5"), "--bins", "all", "-q"])
@@ -357,6 +358,12 @@ def test_float16_overflow_is_counted_and_reported(case, tmp_path):
     res = varfx.read_scores(t / "h.h5")
     n_inf = int(np.isinf(res.stats["SAD"]).sum())
     assert n_inf > 0  # SNVs that remove or add an A change SAD by 1e5 > 65,504
+    # track a: an SNV's ±65,510 rounds to the largest float16, ±65,504, and is not counted as inf
+    assert (np.abs(res.stats["SAD"][:, 0]) == 65504).sum() > 0
+    varfx.score_vcf(case["vcf"], case["fasta"], "torchscript", [str(path)], t / "f32.h5", bins="all",
+                    float32=True)
+    exact = varfx.read_scores(t / "f32.h5").stats["SAD"]
+    assert n_inf == int((np.abs(exact) >= 65520).sum()) < int((np.abs(exact) > 65504).sum())
     assert f"values beyond float16 range (stored as inf; rerun with --float32 to keep them): SAD {n_inf}" in r.output
     with h5py.File(t / "h.h5") as f:
         assert json.loads(f.attrs["float16_overflow"])["SAD"] == n_inf

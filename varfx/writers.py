@@ -17,7 +17,6 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-FLOAT16_MAX = float(np.finfo(np.float16).max)
 STR = h5py.string_dtype("utf-8")
 PARTIAL = ".partial"
 
@@ -193,10 +192,11 @@ class H5Writer:
         self.rows += len(rows)
 
     def _append_score(self, name: str, vals: np.ndarray) -> None:
-        if self.dtype == np.float16:
-            self.overflow[name] += int((np.abs(vals[np.isfinite(vals)]) > FLOAT16_MAX).sum())
-        with np.errstate(over="ignore"):  # counted above, reported at the end
-            append_rows(self.f[name], vals.astype(self.dtype))
+        with np.errstate(over="ignore"):  # counted here, reported at the end
+            stored = vals.astype(self.dtype)
+        if self.dtype == np.float16:  # finite scores that became inf (up to 65,519.99 round to 65,504)
+            self.overflow[name] += int((np.isinf(stored) & np.isfinite(vals)).sum())
+        append_rows(self.f[name], stored)
 
     def write_skipped(self, rows: VariantRows, reasons: list[str]) -> None:
         g = self.f["skipped"]
