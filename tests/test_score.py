@@ -336,6 +336,22 @@ def test_top_ranks_by_max_abs_over_tracks(case):
     assert r.exit_code == 0 and len(r.output.strip().splitlines()) == 4
     code, msg = _err(["top", str(t / "o.h5"), "--stat", "D2"])
     assert "has no statistic 'D2'" in msg
+    assert list(top_variants(t / "o.h5", "sad", n=4)["id"]) == list(top["id"])  # any case, as score --stat
+    with h5py.File(t / "o.h5", "r+") as f:  # a NaN track is never the largest, even against zeros
+        f["SAD"][...] = 0
+        f["SAD"][0] = [np.nan, 0, -0.5]
+        f["SAD"][1] = [np.nan, 0, 0]
+    top = top_variants(t / "o.h5", "SAD", n=2)
+    assert list(zip(top["id"], top["SAD"], top["track"])) == [("near_start", -0.5, "t2"), ("snv", 0.0, "t1")]
+    from varfx.scores import track_summaries
+    summ = track_summaries(np.array([[np.nan, 0, -0.5], [np.nan, 0, 0], [np.nan] * 3]), ["a", "b", "c"])
+    assert list(summ["maxtrack"]) == ["c", "b", "."] and summ["maxabs"][:2].tolist() == [-0.5, 0.0]
+    cal = t / "cal.h5"
+    with h5py.File(cal, "w") as f:
+        f.attrs["varfx_calibration"] = 1
+        f.attrs["complete"] = True
+    code, msg = _err(["top", str(cal)])
+    assert "is a calibration file (varfx calibrate), not scores" in msg
 
 
 def test_float16_overflow_is_counted_and_reported(case, tmp_path):

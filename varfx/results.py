@@ -37,6 +37,10 @@ def open_complete(path) -> h5py.File:
         f = h5py.File(path, "r")
     except OSError as exc:
         raise InputError(f"{path} is not an HDF5 file ({exc})")
+    if "varfx_calibration" in f.attrs:
+        f.close()
+        raise InputError(f"{path} is a calibration file (varfx calibrate), not scores: "
+                         "give it to `varfx score --calibration`")
     if not f.attrs.get("complete", False) or "settings" not in f.attrs:
         f.close()
         raise InputError(f"{path} is not a finished varfx output (no attribute complete=True)")
@@ -72,6 +76,7 @@ def top_variants(path, stat: str | None = None, n: int = 10, chunk: int = 65536)
     with open_complete(path) as f:
         stats = json.loads(f.attrs["settings"])["stats"]
         stat = stat or stats[0]
+        stat = {x.lower(): x for x in stats}.get(stat.lower(), stat)  # any case, as `score --stat`
         if stat not in stats:
             raise InputError(f"{path} has no statistic {stat!r}; it has {', '.join(stats)}")
         ds = f[stat]
@@ -84,7 +89,7 @@ def top_variants(path, stat: str | None = None, n: int = 10, chunk: int = 65536)
                 block = block[:, None]
             if block.shape[1] == 0:
                 break
-            trk = np.nanargmax(np.abs(np.nan_to_num(block, nan=0.0)), axis=1)
+            trk = np.argmax(np.where(np.isnan(block), -1.0, np.abs(block)), axis=1)  # NaN tracks last
             val = block[np.arange(block.shape[0]), trk]
             best_val = np.concatenate([best_val, val])
             best_row = np.concatenate([best_row, np.arange(lo, lo + block.shape[0])])

@@ -137,7 +137,7 @@ def track_summaries(values, track_ids: list[str]) -> dict:
     if s.shape[1] == 0:
         empty = np.full(s.shape[0], np.nan, dtype=np.float32)
         return {"maxabs": empty, "maxtrack": np.full(s.shape[0], ".", dtype=object), "l2": empty.copy()}
-    idx = np.argmax(np.abs(filled), axis=1)
+    idx = np.argmax(np.where(finite, np.abs(s), -1.0), axis=1)  # a NaN track is never the largest
     rows = np.arange(s.shape[0])
     any_value = finite.any(axis=1)
     maxabs = np.where(any_value, filled[rows, idx], np.nan).astype(np.float32)
