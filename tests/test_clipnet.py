@@ -114,6 +114,20 @@ def test_score_example_genome_and_statistics(tmp_path):
                                    rtol=1e-4, atol=1e-5)
         checked += 1
     assert checked >= 20
+    # a personal run takes the backend's default bins too (all): a hom-REF sample scores as the reference
+    cohort = [x + "\tFORMAT\tR" if x.startswith("#CHROM") else x if x.startswith("#") else x + "\tGT\t0|0"
+              for x in keep]
+    (tmp_path / "cohort.vcf").write_text("\n".join(cohort) + "\n")
+    personal = [str(tmp_path / "p.h5") if a == str(tmp_path / "c.h5") else a for a in args]
+    r = CliRunner().invoke(cli, personal + ["--genotypes", str(tmp_path / "cohort.vcf")])
+    assert r.exit_code == 0, r.output
+    import h5py
+    import json
+    with h5py.File(tmp_path / "p.h5") as f:
+        assert json.loads(f.attrs["settings"])["bins"] == "all"
+        assert f["SAD"].shape == (len(res.variants), 1, 3)
+        for stat in ("SAD", "logSED"):
+            np.testing.assert_allclose(f[stat][:, 0], res.stats[stat], rtol=1e-4, atol=1e-4)  # float32 noise
 
 
 def test_rc_flips_positions_and_swaps_strands():

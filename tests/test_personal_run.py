@@ -677,6 +677,8 @@ def test_option_errors(world, tmp_path):
                     "has no sample columns", "GT for each sample")
     _one_line_error(run_cli(base + one + ["--genotypes", w["cohort"], "--haplotypes", "some"]), 2,
                     "--haplotypes")
+    _one_line_error(run_cli(base + one + ["--genotypes", w["cohort"], "--pseudocount", "-1"]), 2,
+                    "--pseudocount must be ≥ 0")  # checked as in plain runs
     empty = tmp_path / "names.txt"
     empty.write_text("# nobody\n")
     _one_line_error(run_cli(base + one + ["--genotypes", w["cohort"], "--samples", empty]), 2,

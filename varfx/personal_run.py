@@ -25,8 +25,8 @@ from .personal import COUNTS, Block, Cohort, Focal, Haplotypes, pair_codes, pars
 from .prefetch import WorkerInfo, prefetch, worker_batches
 from .blocks import BLOCK_RECORDS, parse_shard, shard_line
 from .blocks import block_records as records_per_block
-from .run import (INDEL_ALIGNMENT, REF_POLICIES, SHORT_CONTIG_POLICIES, BlockOutputs, ModelRun, RunSummary,
-                  check_block_records, check_out, fewer_collections, run_manifest, sha256,
+from .run import (INDEL_ALIGNMENT, BlockOutputs, ModelRun, RunSummary, check_block_records, check_out,
+                  check_run_options, fewer_collections, run_manifest, sha256,
                   window_recipe, work_unit, worker_reader)
 from .encoding import encode
 from .variants import Site, VariantReader
@@ -433,10 +433,7 @@ def score_personal(vcf, fasta, backend, weights=None, out=None, tsv=None, *, gen
                    **backend_options) -> RunSummary:
     """Score every ALT of ``vcf`` on each sample's own background (docs/personal.md)."""
     t0 = time.perf_counter()
-    if ref_mismatch not in REF_POLICIES:
-        raise OptionError(f"--ref-mismatch {ref_mismatch!r} is not one of {', '.join(REF_POLICIES)}")
-    if short_contigs not in SHORT_CONTIG_POLICIES:
-        raise OptionError(f"--short-contigs {short_contigs!r} is not one of {', '.join(SHORT_CONTIG_POLICIES)}")
+    bins = check_run_options(backend, bins, ref_mismatch, short_contigs, pseudocount)
     if haplotypes is not None and haplotypes not in HAPLOTYPE_MODES:
         raise OptionError(f"--haplotypes {haplotypes!r} is not one of {', '.join(HAPLOTYPE_MODES)}")
     if out is None and tsv is None:

@@ -585,6 +585,21 @@ class ModelRun:
         self.model.compute_tracks(None)  # a Backend the caller handed in is left computing all its tracks
 
 
+def check_run_options(backend: str | Backend, bins: str | None, ref_mismatch: str, short_contigs: str,
+                      pseudocount: float) -> str:
+    """The options every scoring run checks before it reads anything (plain and personal runs);
+    returns ``bins`` with the backend's default applied (e.g. ``all`` for CLIPNET)."""
+    if ref_mismatch not in REF_POLICIES:
+        raise OptionError(f"--ref-mismatch {ref_mismatch!r} is not one of {', '.join(REF_POLICIES)}")
+    if short_contigs not in SHORT_CONTIG_POLICIES:
+        raise OptionError(f"--short-contigs {short_contigs!r} is not one of {', '.join(SHORT_CONTIG_POLICIES)}")
+    if pseudocount < 0:
+        raise OptionError("--pseudocount must be ≥ 0")
+    if bins is None:
+        bins = (backend_class(backend) if isinstance(backend, str) else backend).default_bins
+    return bins
+
+
 def score_vcf(vcf, fasta, backend: str | Backend, weights=None, out=None, tsv=None, tsv_long=None, *,
               skipped_tsv=None, out_vcf=None, region=None, ref_mismatch: str = "skip", short_contigs: str = "error",
               vcf_stats=None, vcf_tracks=None, bins: str | None = None,
@@ -651,16 +666,8 @@ def score_vcf(vcf, fasta, backend: str | Backend, weights=None, out=None, tsv=No
                                  rc=rc, shifts=shifts, tracks=tracks, batch_size=batch_size, device=device,
                                  precision=precision, float32=float32, quiet=quiet, out_vcf=out_vcf,
                                  **backend_options)
-        bins = bins or cls.default_bins
-    elif bins is None:
-        bins = backend.default_bins
     t0 = time.perf_counter()
-    if ref_mismatch not in REF_POLICIES:
-        raise OptionError(f"--ref-mismatch {ref_mismatch!r} is not one of {', '.join(REF_POLICIES)}")
-    if short_contigs not in SHORT_CONTIG_POLICIES:
-        raise OptionError(f"--short-contigs {short_contigs!r} is not one of {', '.join(SHORT_CONTIG_POLICIES)}")
-    if pseudocount < 0:
-        raise OptionError("--pseudocount must be ≥ 0")
+    bins = check_run_options(backend, bins, ref_mismatch, short_contigs, pseudocount)
     if out is None and tsv is None and tsv_long is None:
         raise OptionError("nothing to write: give --out scores.h5 (and/or --tsv / --tsv-long)")
     out, tsv, tsv_long = check_out(out, "--out"), check_out(tsv, "--tsv"), check_out(tsv_long, "--tsv-long")
