@@ -655,6 +655,26 @@ def _one_line_error(r, code, *parts):
         assert p in lines[0], lines[0]
 
 
+def test_polyploid_calls_are_refused_for_chosen_samples(world, tmp_path):
+    """A triploid call (cyvcf2 gives 4 columns) was read as two alleles and a phase bit; now it is an error
+    for a chosen sample, and ignored (correctly read diploid calls) when that sample is left out."""
+    s = world["seqs"]["chr1"]
+    recs = [("chr1", 500, s[499], [other(s[499])]), ("chr1", 505, s[504], [other(s[504])])]
+    cohort = write_cohort(tmp_path / "tri.vcf", recs, ["A", "T"], [["0|1", "0/1/1"], ["1|1", "0/0/1"]],
+                          contigs={"chr1": 1500, "chr2": 700})
+    base = ["score", cohort, "--fasta", world["fasta"], "--backend", "torchscript", "--weights",
+            world["weights"]["one-hot"], "--genotypes", cohort, "--out", tmp_path / "o.h5", "--float32", "-q"]
+    _one_line_error(run_cli(base), 1, "sample T at chr1:500 has a call with 3 alleles", "--samples")
+    assert not (tmp_path / "o.h5").exists()
+    r = run_cli(base + ["--samples", "A"])
+    assert r.exit_code == 0, r.output
+    only_a = write_cohort(tmp_path / "a.vcf", recs, ["A"], [["0|1"], ["1|1"]], contigs={"chr1": 1500, "chr2": 700})
+    r = run_cli(base[:-5] + [only_a, "--out", tmp_path / "a.h5", "--float32", "-q"])
+    assert r.exit_code == 0, r.output
+    with h5py.File(tmp_path / "o.h5") as f, h5py.File(tmp_path / "a.h5") as g:
+        assert f["SAD"].shape == g["SAD"].shape and np.array_equal(f["SAD"][()], g["SAD"][()])
+
+
 def test_option_errors(world, tmp_path):
     w = world
     base = ["score", w["cohort"], "--fasta", w["fasta"], "--backend", "torchscript", "--out", tmp_path / "o.h5"]

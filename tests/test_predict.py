@@ -2,6 +2,7 @@
 
 import h5py
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from click.testing import CliRunner
@@ -134,6 +135,26 @@ def test_samples_predicted_on_their_own_haplotypes(tmp_path, fasta, genome_seqs,
         # forward batches differ)
         np.testing.assert_allclose(m["sum"][0, 0], r["sum"][0, 0], rtol=1e-6)
         assert list(b["sample_counts/missing"][:]) == [0, 0, 0]
+
+
+def test_genotype_counts_cover_the_windows_read_and_go_beside_a_tsv(tmp_path, fasta, genome_seqs, toy):
+    """A missing call inside the window counts; a REF-mismatched record on another contig, which no window
+    reads, does not count (the file is read whole: it has no index). Without --out the counts go to
+    NAME.samples.tsv, as for `varfx score`."""
+    path, _ = toy
+    s1, s2 = genome_seqs["chr1"], genome_seqs["chr2"]
+    wrong = "A" if s2[199].upper() != "A" else "C"
+    records = [("chr1", 1000, s1[999], ["A" if s1[999] != "A" else "C"]), ("chr2", 200, wrong, ["G"])]
+    vcf = write_cohort(tmp_path / "c.vcf", records, ["S0", "S1"], [["./.", "0|1"], ["0|1", "1|1"]])
+    bed = write_bed(tmp_path / "r.bed", [("chr1", 996, 1004, "x")])
+    predict_regions(bed, fasta, "torchscript", [str(path)], out=tmp_path / "p.h5", genotypes=vcf)
+    with h5py.File(tmp_path / "p.h5") as f:
+        assert f.attrs["ref_mismatch_records"] == 0
+        assert list(f["sample_counts/missing"][:]) == [1, 0]
+    predict_regions(bed, fasta, "torchscript", [str(path)], tsv=tmp_path / "t.tsv", genotypes=vcf)
+    assert sorted(p.name for p in tmp_path.glob("t.*")) == ["t.samples.tsv", "t.skipped.tsv", "t.tsv"]
+    counts = pd.read_csv(tmp_path / "t.samples.tsv", sep="\t")
+    assert list(counts["sample"]) == ["S0", "S1"] and list(counts["missing"]) == [1, 0]
 
 
 def test_two_hot_backend_sums_the_copies(tmp_path, fasta, genome_seqs, toy2):

@@ -182,6 +182,13 @@ def _leave_out_overlaps(hap: np.ndarray, pos0: np.ndarray, end: np.ndarray, last
     return out
 
 
+def sample_counts_text(samples: list[str], counts: dict[str, np.ndarray], after_header: str = "") -> str:
+    """``NAME.samples.tsv``: a row per sample with its :data:`COUNTS` (the genotype calls left out or
+    changed), the table written beside a TSV when a run has no HDF5 output."""
+    return "sample\t" + "\t".join(COUNTS) + "\n" + after_header + "".join(
+        f"{name}\t" + "\t".join(str(int(counts[k][i])) for k in COUNTS) + "\n" for i, name in enumerate(samples))
+
+
 class Cohort:
     """The genotypes of chosen samples in a VCF/BCF, read a contig stretch at a time.
 
@@ -267,6 +274,14 @@ class Cohort:
                 arr = g.array()
                 if arr.shape[1] < 3:  # every call haploid: cyvcf2 gives (S, 2)
                     arr = np.stack([arr[:, 0], np.full(s_n, -2, np.int16), arr[:, 1]], 1)
+                elif arr.shape[1] > 3:  # some call has more than two alleles (allele columns, then phase)
+                    extra = np.flatnonzero((arr[self._order][:, 2:-1] != -2).any(1))
+                    if extra.size:
+                        s = self.samples[int(extra[0])]
+                        raise InputError(f"--genotypes {self.path}: sample {s} at {rec.CHROM}:{rec.start + 1} has a "
+                                         f"call with {arr.shape[1] - 1} alleles; varfx reads diploid (and haploid) "
+                                         "genomes: leave the sample out with --samples or recode its calls")
+                    arr = arr[:, [0, 1, -1]]
                 top = int(arr[:, :2].max(initial=0))
                 if top > len(alts):
                     s = self.vcf.samples[int(np.argwhere(arr[:, :2] == top)[0][0])]

@@ -21,7 +21,7 @@ from tqdm import tqdm
 from . import __version__
 from .errors import InputError, OptionError
 from .genome import Genome
-from .personal import COUNTS, Block, Cohort, Focal, Haplotypes, pair_codes, parse_samples, span_margin
+from .personal import COUNTS, Block, Cohort, sample_counts_text, Focal, Haplotypes, pair_codes, parse_samples, span_margin
 from .prefetch import WorkerInfo, prefetch, worker_batches
 from .blocks import BLOCK_RECORDS, parse_shard, shard_line
 from .blocks import block_records as records_per_block
@@ -553,9 +553,7 @@ def score_personal(vcf, fasta, backend, weights=None, out=None, tsv=None, *, gen
         if counts_tsv is not None:
             # in a shard, the shard line lets `varfx merge` check the set and add the counts up
             line = shard_line(shard, source.records_read, attrs) if shard else ""
-            texts[counts_tsv] = "sample\t" + "\t".join(COUNTS) + "\n" + line + "".join(
-                f"{name}\t" + "\t".join(str(int(counts[k][i])) for k in COUNTS) + "\n"
-                for i, name in enumerate(cohort.samples))
+            texts[counts_tsv] = sample_counts_text(cohort.samples, counts, line)
         blocks.assemble(summary, source, t0, attrs, groups=groups, texts=texts,
                         counts={"ref_mismatch_records": bad})
     except BaseException as exc:

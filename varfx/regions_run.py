@@ -261,6 +261,29 @@ class RegionSkippedTSV(TextTable):
         super().finish(summary)
 
 
+class RegionCountsTSV:
+    """``NAME.samples.tsv`` beside a TSV without ``--out``: the per-sample genotype counts, written whole
+    when the run finishes."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+
+    def write_skipped(self, regions):
+        pass
+
+    def write(self, regions, block):
+        pass
+
+    def finish(self, summary=None, cohort=None):
+        from .personal import sample_counts_text
+        tmp = partial_path(self.path)
+        tmp.write_text(sample_counts_text(cohort.samples, cohort.counts))
+        os.replace(tmp, self.path)
+
+    def abort(self):
+        pass
+
+
 @dataclass
 class PredictSummary:
     regions: int = 0
@@ -331,8 +354,10 @@ def predict_regions(bed, fasta, backend, weights=None, out=None, tsv=None, *, ge
                                           profile, float32))
         if tsv is not None:
             writers.append(RegionTSVWriter(tsv, mr.track_ids, names, both))
-            if out is None:  # skipped regions are listed somewhere
+            if out is None:  # skipped regions and genotype counts are written somewhere
                 writers.append(RegionSkippedTSV(tsv.with_name(tsv.name.removesuffix(".tsv") + ".skipped.tsv")))
+                if cohort is not None:
+                    writers.append(RegionCountsTSV(tsv.with_name(tsv.name.removesuffix(".tsv") + ".samples.tsv")))
         skipped = [r for r in regions if r.reason is not None]
         for r in skipped:
             summary.skipped[r.reason] = summary.skipped.get(r.reason, 0) + 1
@@ -375,6 +400,8 @@ def predict_regions(bed, fasta, backend, weights=None, out=None, tsv=None, *, ge
         summary.seconds = time.perf_counter() - t0
         final = {"regions": summary.regions, "regions_predicted": summary.predicted,
                  "regions_skipped_by_reason": summary.skipped, "seconds": round(summary.seconds, 3)}
+        if cohort is not None:  # records left out for a REF mismatch, among those the windows read
+            cohort.ref_mismatch = cohort.ref_mismatch_counted
         for w in writers:
             w.finish(final, cohort)
             summary.outputs.append(w.path)
