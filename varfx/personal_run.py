@@ -21,7 +21,8 @@ from tqdm import tqdm
 from . import __version__
 from .errors import InputError, OptionError
 from .genome import Genome
-from .personal import COUNTS, Block, Cohort, sample_counts_text, Focal, Haplotypes, pair_codes, parse_samples, span_margin
+from .personal import (COUNTS, Block, Cohort, Focal, Haplotypes, pair_codes, parse_samples, sample_counts_text,
+                       span_margin)
 from .prefetch import WorkerInfo, prefetch, worker_batches
 from .blocks import BLOCK_RECORDS, parse_shard, shard_line
 from .blocks import block_records as records_per_block
