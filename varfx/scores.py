@@ -84,11 +84,10 @@ def variant_stats(ref_pred: torch.Tensor, alt_pred: torch.Tensor, al: Aligned,
             out["D1"] = diff.abs().sum(1)
         if "D2" in stats:
             out["D2"] = diff.square().sum(1).sqrt()
-    empty = ~al.mask.any(1)  # no (REF, ALT) bin pair left (an indel moved every ALT bin off the output)
-    if bool(empty.any()):
-        for v in out.values():
-            v[empty] = float("nan")
-    return {s: out[s] for s in stats}
+    # no (REF, ALT) bin pair left (an indel moved every ALT bin off the output): NaN, not 0; masked_fill
+    # without first asking whether any row is empty, which would make the host wait for the GPU
+    empty = ~al.mask.any(1, keepdim=True)
+    return {s: out[s].masked_fill(empty, float("nan")) for s in stats}
 
 
 def profile_stats(ref_pred: torch.Tensor, alt_pred: torch.Tensor, al: Aligned, tracks: torch.Tensor,
