@@ -675,6 +675,23 @@ def test_polyploid_calls_are_refused_for_chosen_samples(world, tmp_path):
         assert f["SAD"].shape == g["SAD"].shape and np.array_equal(f["SAD"][()], g["SAD"][()])
 
 
+def test_short_contig_refused_before_any_variant(world, tmp_path, monkeypatch):
+    """As in plain runs: a contig shorter than the window, reached last, is refused before any site is read."""
+    seqs = {**world["seqs"], "chrS": random_seq(40, random.Random(5))}  # 40 bp < the 64-bp window
+    fasta = write_fasta(tmp_path / "g.fa", seqs)
+    s1 = seqs["chr1"]
+    recs = [("chr1", p, s1[p - 1], [other(s1[p - 1])]) for p in (200, 400, 600)]
+    recs.append(("chrS", 20, seqs["chrS"][19], [other(seqs["chrS"][19])]))
+    cohort = write_cohort(tmp_path / "c.vcf", recs, ["A", "B"], [["0|1", "1|1"]] * 4,
+                          contigs={"chr1": 1500, "chrS": 40})
+    checked = []
+    monkeypatch.setattr(personal_run, "check_sites", lambda *a, **k: checked.append(a))
+    _one_line_error(run_cli(["score", cohort, "--fasta", fasta, "--backend", "torchscript", "--weights",
+                             world["weights"]["one-hot"], "--genotypes", cohort, "--out", tmp_path / "o.h5", "-q"]),
+                    2, "contig chrS (40 bp) is shorter than the model's 64-bp window", "--short-contigs skip")
+    assert checked == [] and not list(tmp_path.glob("o.h5*"))
+
+
 def test_option_errors(world, tmp_path):
     w = world
     base = ["score", w["cohort"], "--fasta", w["fasta"], "--backend", "torchscript", "--out", tmp_path / "o.h5"]

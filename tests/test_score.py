@@ -1,5 +1,7 @@
 """`varfx score` end to end, checked against the independent reference in reference.py."""
 
+from pathlib import Path
+
 import h5py
 import numpy as np
 import pandas as pd
@@ -278,6 +280,46 @@ def test_short_contig_error_then_skip(case, genome_seqs, tmp_path):
     assert r.exit_code == 0 and "short_contig: 1" in r.output
     r = run_cli(args + ["--short-contigs", "pad", "-q"])
     assert r.exit_code == 0 and "variants scored: 1" in r.output
+
+
+@pytest.mark.parametrize("layout", ["declared", "undeclared", "indexed"])
+def test_short_contig_refused_before_any_variant(layout, genome_seqs, tmp_path, fasta, monkeypatch):
+    """A sorted VCF whose short contig comes last is refused before the first site is checked (not hours
+    into the run), whether the header declares its contigs, does not (a scan), or the file is indexed; a
+    declared short contig without records, or one outside --region, is no reason to refuse."""
+    import varfx.run
+    from varfx.windows import check_sites
+
+    weights, _ = save_toy(tmp_path, length=1024, bins=8, bin_size=4, offset=496, name="wide")
+    s1 = genome_seqs["chr1"].upper()
+    chr1 = [("chr1", p, f"v{p}", s1[p - 1], other(s1[p - 1])) for p in range(600, 1400, 40)]
+    mito = [("chrM", 10, "m", genome_seqs["chrM"][9].upper(), "N")]
+    contigs = None if layout == "undeclared" else {"chr1": 2000, "chrM": 300}
+
+    def vcf_of(name, recs):
+        path = write_vcf(tmp_path / f"{name}.vcf", recs, contigs=contigs)
+        if layout == "indexed":
+            pysam = pytest.importorskip("pysam")
+            pysam.tabix_index(str(path), preset="vcf", force=True)
+            return Path(str(path) + ".gz")
+        return path
+
+    checked = []
+    monkeypatch.setattr(varfx.run, "check_sites", lambda *a, **k: (checked.append(len(a[1])), check_sites(*a, **k)))
+    base = ["--fasta", str(fasta), "--backend", "torchscript", "--weights", str(weights), "-q"]
+    code, msg = _err(["score", str(vcf_of("late", chr1 + mito))] + base + ["--out", str(tmp_path / "late.h5")])
+    assert code == 2 and "contig chrM (300 bp) is shorter than the model's 1,024-bp window" in msg
+    assert checked == [] and not list(tmp_path.glob("late.h5*"))
+    r = run_cli(["score", str(vcf_of("none", chr1))] + base + ["--out", str(tmp_path / "none.h5")])
+    assert r.exit_code == 0 and f"variants scored: {len(chr1)}" in r.output, r.output
+    if layout == "indexed":
+        r = run_cli(["score", str(vcf_of("late", chr1 + mito))] + base + ["--region", "chr1",
+                                                                           "--out", str(tmp_path / "r.h5")])
+        assert r.exit_code == 0 and f"variants scored: {len(chr1)}" in r.output, r.output
+        code, msg = _err(["score", str(vcf_of("late", chr1 + mito))] + base + ["--region", "chr1:600-700",
+                                                                                "--region", "MT",
+                                                                                "--out", str(tmp_path / "m.h5")])
+        assert "contig chrM (300 bp) is shorter" in msg  # the VCF's name for the region's MT
 
 
 def test_help_and_version_everywhere():

@@ -257,6 +257,19 @@ def test_region_and_a_stale_spliceai_field(models, work, tmp_path):
     assert (tmp_path / "r.skipped.tsv").read_text().count("\n") == 1 + 4  # header + four skipped ALTs
 
 
+def test_short_contig_refused_before_any_variant(models, tmp_path, monkeypatch):
+    """A contig shorter than SpliceAI's 10,101-bp window, reached last, is refused before any site is read."""
+    text = (GOLDEN / "genome.fa").read_text() + ">chrS\n" + "ACGT" * 100 + "\n"
+    (tmp_path / "g.fa").write_text(text)
+    lines = (GOLDEN / "custom.vcf").read_text().splitlines()
+    (tmp_path / "v.vcf").write_text("\n".join(lines + ["chrS\t50\tshort\tG\tA\t50\tPASS\tDP=9\tGT\t0/1"]) + "\n")
+    checked = []
+    monkeypatch.setattr(S, "check_sites", lambda *a, **k: checked.append(a))
+    r = score(tmp_path / "v.vcf", tmp_path / "g.fa", "--annotation", "grch37", "--out", str(tmp_path / "o.h5"), "-q")
+    fails(r, 2, "varfx: error: contig chrS (400 bp) is shorter than the model's 10,101-bp window")
+    assert checked == [] and not list(tmp_path.glob("o.h5*"))
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Errors (no model is loaded)
 

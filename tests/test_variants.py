@@ -37,6 +37,42 @@ def test_parse_region():
         parse_region("chr1:200-100")
 
 
+def test_parse_region_contig_names_with_colons():
+    """GRCh38's HLA contigs have ':' in their names: a known name is taken whole, the last ':' splits a
+    range off, and htslib's {NAME} form is read too."""
+    hla = "HLA-A*01:01:01:01"
+    known = {hla, "chr1"}.__contains__
+    assert parse_region(hla, known) == (hla, None, None)
+    assert parse_region(hla + ":100-2,000", known) == (hla, 100, 2000)
+    assert parse_region("{" + hla + "}:5", known) == (hla, 5, None)
+    assert parse_region("{" + hla + "}", known) == (hla, None, None)
+    assert parse_region("chr1:7-9", known) == ("chr1", 7, 9)
+    # an unknown name is read as htslib reads it: digits after the last ':' are a start
+    assert parse_region("HLA-B*07:02:01", known) == ("HLA-B*07:02", 1, None)
+    with pytest.raises(OptionError, match="CHROM:START-END"):
+        parse_region("HLA-B*07:02:01N", known)
+
+
+def test_region_on_a_contig_named_with_colons(tmp_path):
+    """Records of a contig whose name has ':' are found by --region in each of its spellings, and only
+    those inside the range; the region's records are the same with the {NAME} form."""
+    from conftest import random_seq, write_fasta
+    import random
+    hla = "HLA-A*01:01:01:01"
+    rng = random.Random(3)
+    seqs = {hla: random_seq(1000, rng), "chr1": random_seq(1000, rng)}
+    fasta = write_fasta(tmp_path / "g.fa", seqs)
+    recs = [(hla, p, f"h{p}", seqs[hla][p - 1], "A" if seqs[hla][p - 1] != "A" else "C") for p in (100, 400, 900)]
+    recs.append(("chr1", 400, "c400", seqs["chr1"][399], "A" if seqs["chr1"][399] != "A" else "C"))
+    gz = _bgzip_index(write_vcf(tmp_path / "v.vcf", recs, contigs={hla: 1000, "chr1": 1000}))
+    resolve = Genome(fasta).resolve
+    assert [s.id for s in VariantReader(gz, resolve, regions=[hla])] == ["h100", "h400", "h900"]
+    for region in (hla + ":50-450", "{" + hla + "}:50-450"):
+        sites = list(VariantReader(gz, resolve, regions=[region, "chr1:400"]))
+        assert [s.id for s in sites] == ["h100", "h400", "c400"]
+        assert sites[0].contig == hla and sites[0].ref == seqs[hla][99]
+
+
 def test_reader_splits_and_classifies(tmp_path, fasta):
     vcf = write_vcf(tmp_path / "v.vcf", [
         ("chr1", 10, "m", "A", "C,G,*"),

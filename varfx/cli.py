@@ -130,7 +130,8 @@ def backend_options(f):
 @click.option("--skipped-tsv", type=click.Path(dir_okay=False),
               help="TSV of the variants not scored, with reasons (default without --out: beside --tsv).")
 @click.option("--region", multiple=True, metavar="CHR:START-END",
-              help="Only the records overlapping these regions, each once (repeatable; needs a .tbi/.csi index).")
+              help="Only the records overlapping these regions, each once (repeatable; needs a .tbi/.csi index; "
+                   "a contig name with ':' may be written {NAME}:START-END).")
 @click.option("--ref-mismatch", type=click.Choice(["skip", "error"]), default="skip", show_default=True,
               help="What to do when REF disagrees with the FASTA.")
 @click.option("--short-contigs", type=click.Choice(["error", "skip", "pad"]), default="error", show_default=True,

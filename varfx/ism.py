@@ -107,7 +107,7 @@ class IsmSummary:
 
 def resolve_region(text: str, genome: Genome) -> IsmRegion:
     """``chr:start-end`` (or ``chr:pos``) -> an :class:`IsmRegion` checked against the FASTA."""
-    chrom, start, end = parse_region(text)
+    chrom, start, end = parse_region(text, known=lambda name: genome.resolve(name) is not None)
     if start is None:
         raise OptionError(f"--region {text!r} needs positions: CHROM:START-END (1-based, inclusive), e.g. chr1:1000-1020")
     end = start if end is None else end

@@ -31,7 +31,7 @@ from .run import (INDEL_ALIGNMENT, BlockOutputs, ModelRun, RunSummary, check_blo
                   window_recipe, work_unit, worker_reader)
 from .encoding import encode
 from .variants import Site, VariantReader
-from .windows import BinSelection, align_bins, check_sites
+from .windows import BinSelection, align_bins, check_short_contigs, check_sites
 from .writers import H5Writer, SkippedTSVWriter, TextTable, VariantRows, format_values
 
 HAPLOTYPE_MODES = ("mean", "both")
@@ -467,6 +467,7 @@ def score_personal(vcf, fasta, backend, weights=None, out=None, tsv=None, *, gen
         setup = PersonalSetup(cohort, two_hot, haplotypes, contrast)
         reader = VariantReader(vcf, genome.resolve, regions=[region] if isinstance(region, str) else region)
         predictor, geom = mr.predictor, mr.geom
+        check_short_contigs(reader, genome, geom, short_contigs)
         predictor.paired = two_hot
         attrs = {"varfx_version": __version__, **mr.attrs(), "vcf": str(vcf), "vcf_sha256": sha256(vcf),
                  "region": list(reader.regions), "fasta": str(genome.path),

@@ -27,7 +27,7 @@ from .scores import DEFAULT_STATS, PROFILE_STATS, STATS, Aligned, parse_stats, p
 from .tracks import select_tracks, strand_permutation, with_strand_partners
 from .variants import Site, VariantReader
 from .prefetch import WorkerInfo, prefetch, worker_batches
-from .windows import (INDEL_ALIGNMENT, BinSelection, WindowBatch, align_bins, build_windows,
+from .windows import (INDEL_ALIGNMENT, BinSelection, WindowBatch, align_bins, build_windows, check_short_contigs,
                       check_sites)
 from .blocks import BLOCK_LINE, BLOCK_RECORDS, VOLATILE, Staging, parse_shard, shard_line
 from .writers import GeneTSVWriter, H5Writer, SkippedTSVWriter, TSVWriter, VariantRows
@@ -690,6 +690,7 @@ def score_vcf(vcf, fasta, backend: str | Backend, weights=None, out=None, tsv=No
                   pseudocount)
     predictor, geom = mr.predictor, mr.geom
     reader = VariantReader(vcf, genome.resolve, regions=[region] if isinstance(region, str) else region)
+    check_short_contigs(reader, genome, geom, short_contigs)
     prof_stats = mr.prof_stats
     attrs = {
         "varfx_version": __version__,

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import InputError, OptionError
-from .variants import open_vcf, query_records
+from .variants import is_bcf, open_vcf, query_records
 from .writers import partial_path
 
 #: file name ending -> cyvcf2 Writer mode
@@ -75,17 +75,6 @@ def declared(vcf, field: InfoField) -> bool:
     return True
 
 
-def _is_bcf(path: Path) -> bool:
-    import gzip
-
-    with open(path, "rb") as fh:
-        head = fh.read(3)
-    if head[:2] == b"\x1f\x8b":
-        with gzip.open(path, "rb") as fh:
-            head = fh.read(3)
-    return head == b"BCF"
-
-
 def _record_error(source, exc: Exception) -> InputError:
     msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     return InputError(f"{source}: a record could not be read with its sample columns ({msg}); "
@@ -96,7 +85,7 @@ def undeclared_lines(source: str | os.PathLike, queries: list[str] | None = None
     """Header lines for the contigs, INFO and FORMAT tags that the records of a text VCF use without
     declaring them: htslib's reader declares them as it meets them, but a writer (a BCF above all)
     needs them before its first record.  Found by reading the records once; none for a BCF."""
-    if _is_bcf(Path(source)):
+    if is_bcf(Path(source)):
         return []
     vcf = open_vcf(source, samples=True)
     try:

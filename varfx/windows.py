@@ -141,6 +141,32 @@ def alt_counterparts(geom: Geometry, ref_bins: np.ndarray, base_mask: np.ndarray
     return np.clip(alt_bins, 0, nb - 1), mask
 
 
+def short_contig_error(chrom: str, length: int, geom: Geometry) -> OptionError:
+    return OptionError(
+        f"contig {chrom} ({length:,} bp) is shorter than the model's {geom.input_length:,}-bp window and the VCF "
+        "has variants on it: pass --short-contigs skip to list them as skipped, or --short-contigs pad to "
+        "score them on N-padded windows")
+
+
+def check_short_contigs(reader, genome, geom: Geometry, short_contigs: str) -> None:
+    """Before a run: with ``--short-contigs error``, refuse at once a VCF with records on a contig shorter
+    than the window, rather than hours later when the run reaches it (sorted VCFs end with such contigs:
+    chrEBV, chrUn_*, *_random).  :func:`check_sites` still checks every site as it is read."""
+    if short_contigs != "error" or not any(genome.length(c) < geom.input_length for c in genome.names):
+        return
+    cache: dict[str, bool] = {}
+
+    def short(chrom: str) -> bool:
+        if chrom not in cache:
+            contig = genome.resolve(chrom)
+            cache[chrom] = contig is not None and genome.length(contig) < geom.input_length
+        return cache[chrom]
+
+    chrom = reader.first_contig(short)
+    if chrom is not None:
+        raise short_contig_error(chrom, genome.length(genome.resolve(chrom)), geom)
+
+
 def check_sites(genome, sites: list[Site], geom: Geometry, max_shift: int,
                 ref_policy: str = "skip", short_contigs: str = "error") -> None:
     """REF against the FASTA, alleles that fit, short contigs: move failing ALTs to ``skipped``.
@@ -160,10 +186,7 @@ def check_sites(genome, sites: list[Site], geom: Geometry, max_shift: int,
                     site.skip_all("short_contig")
                 continue
             if short_contigs == "error":
-                raise OptionError(
-                    f"contig {group[0].chrom} ({clen:,} bp) is shorter than the model's {geom.input_length:,}-bp "
-                    "window: pass --short-contigs skip to list its variants as skipped, or --short-contigs pad "
-                    "to score them on N-padded windows")
+                raise short_contig_error(group[0].chrom, clen, geom)
         seq = genome.codes(contig)
         n = len(group)
         pos0 = np.fromiter(map(_POS, group), dtype=np.int64, count=n) - 1

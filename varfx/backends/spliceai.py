@@ -47,7 +47,7 @@ from ..run import (REF_POLICIES, SHORT_CONTIG_POLICIES, RowBuffer, RunSummary, c
                    work_unit, write_scored, write_skipped)
 from ..variants import Site, VariantReader
 from ..vcfout import AnnotatedVCFWriter, InfoField, vcf_mode
-from ..windows import Geometry, check_sites
+from ..windows import Geometry, check_short_contigs, check_sites
 from ..writers import H5Writer, STR, SkippedTSVWriter, VariantRows, append_rows, format_values, TextTable
 from .base import Backend, reject_options, tracks_table
 from .spliceai_genes import TABLE_COLUMNS, GeneTable, gene_window  # noqa: F401  (TABLE_COLUMNS: still importable here)
@@ -504,6 +504,7 @@ def score_spliceai(vcf, fasta, *, weights=None, out=None, tsv=None, tsv_long=Non
     try:
         backend = SpliceAIBackend(weights, settings.distance).to(settings.device)
         scorer = _Scorer(backend, genome, table, settings)
+        check_short_contigs(reader, genome, scorer.geometry, settings.short_contigs)
         attrs = _metadata(reader, genome, backend, settings, annotation, ann)
         return _run(reader, scorer, outputs, attrs, quiet, write_chunk, t0)
     finally:
