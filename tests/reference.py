@@ -76,6 +76,19 @@ def ensemble(model, seq, pos, ref, alt, length, bin_size, shifts=(0,), rc=False)
     return average_realigned(preds_r), average_realigned(preds_a)
 
 
+def aligned_pairs(sel, k: int, c: int, bins: int, bin_size: int, offset: int) -> list[tuple[int, int]]:
+    """(REF bin, ALT bin) pairs as windows.md defines them: a bin that starts right of the variant (window
+    index c) moves by k bins; a pair is kept when its ALT bin is in the output and, for such a moved bin,
+    still starts right of the variant (a deletion's deleted bases have no ALT counterpart)."""
+    pairs = []
+    for j in sel:
+        right = offset + j * bin_size > c
+        ja = j + k if right else j
+        if 0 <= ja < bins and (not right or offset + ja * bin_size > c):
+            pairs.append((j, ja))
+    return pairs
+
+
 def stats(ref_pred, alt_pred, ref_len, alt_len, length, bins, bin_size, offset, margin=None, pseudocount=1.0):
     """The documented statistics with the documented bin selection and indel alignment."""
     c = length // 2
@@ -86,11 +99,7 @@ def stats(ref_pred, alt_pred, ref_len, alt_len, length, bins, bin_size, offset, 
         sel = [j for j in range(bins) if offset + j * bin_size < hi and offset + (j + 1) * bin_size > lo]
     d = alt_len - ref_len
     k = shift_bins(d, bin_size)
-    pairs = []
-    for j in sel:
-        ja = j + k if offset + j * bin_size > c else j
-        if 0 <= ja < bins:
-            pairs.append((j, ja))
+    pairs = [(j, ja) for j, ja in aligned_pairs(sel, k, c, bins, bin_size, offset)]
     r = torch.stack([ref_pred[j] for j, _ in pairs]).double()
     a = torch.stack([alt_pred[ja] for _, ja in pairs]).double()
     return {
@@ -108,8 +117,7 @@ def profile_stats(ref_pred, alt_pred, ref_len, alt_len, length, bins, bin_size, 
     c = length // 2
     d = alt_len - ref_len
     k = shift_bins(d, bin_size)
-    pairs = [(j, j + k if offset + j * bin_size > c else j) for j in range(bins)]
-    pairs = [(j, ja) for j, ja in pairs if 0 <= ja < bins]
+    pairs = aligned_pairs(range(bins), k, c, bins, bin_size, offset)
     r = np.array([[float(ref_pred[j, t]) for t in tracks] for j, _ in pairs]).ravel()
     a = np.array([[float(alt_pred[ja, t]) for t in tracks] for _, ja in pairs]).ravel()
     qtl = np.sqrt(((a - r) ** 2).sum())

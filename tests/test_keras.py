@@ -270,12 +270,33 @@ def set_option(layer: str, **options):
      r"layer 'same_k5' \(Conv1D\) is called 2 times \(a shared layer\)"),
     ("conv", lambda c: layer_config(c, "same_k5").update(inbound_nodes=[[["nowhere", 0, 0, {}]]]),
      "layer 'same_k5' reads 'nowhere', which is not in the model"),
+    ("conv", set_class("same_k5", "Functional"), "layer 'same_k5' is a nested Functional model, which the keras "
+                                                 "backend cannot convert"),
+    # TFOpLambda (tf.nn.* called on a tensor) writes its inbound node one level shallower than other layers
+    ("conv", lambda c: layer_config(c, "same_k5").update(class_name="TFOpLambda", inbound_nodes=[["input_1", 0, 0, {}]]),
+     "layer 'same_k5' is a TFOpLambda, which the keras backend cannot convert"),
 ])
 def test_unconvertible_config_names_layer_and_class(tmp_path, name, edit, message):
     path = edited_copy(tmp_path, name, edit_config=edit)
     with pytest.raises(ModelError, match=message) as err:
         load_keras_h5(path)
     assert "\n" not in str(err.value)
+
+
+def test_inputs_come_in_the_order_of_input_layers(tmp_path):
+    """A two-input model whose InputLayers are listed in the other order than the model's inputs (Keras's
+    input_layers) takes its inputs in input_layers order, as Keras does."""
+    def input_b_first(config):
+        layers = config["config"]["layers"]
+        b = next(i for i, layer in enumerate(layers) if layer["name"] == "b")
+        layers.insert(0, layers.pop(b))
+        assert [ref[0] for ref in config["config"]["input_layers"]] == ["a", "b"]
+
+    model = load_keras_h5(edited_copy(tmp_path, "merge_pool", edit_config=input_b_first))
+    assert model.input_names == ["a", "b"]
+    for xs, want in golden_cases("merge_pool"):
+        for ours, keras in zip(run(model, xs), want):
+            assert relative_error(ours, keras) <= 1e-5
 
 
 def test_misshapen_tensor_named_with_both_shapes(tmp_path):
@@ -307,11 +328,19 @@ def test_file_errors(tmp_path):
     with pytest.raises(ModelError, match=r"junk.h5 is not an HDF5 file: save the Keras model with model.save"):
         load_keras_h5(tmp_path / "junk.h5")
     weights_only = edited_copy(tmp_path, "sequential", edit_file=lambda f: f.attrs.__delitem__("model_config"))
-    with pytest.raises(ModelError, match=r"has no model_config: it holds weights only \(model.save_weights\)"):
+    with pytest.raises(ModelError, match=r"has no model_config, so it is not a whole Keras model: weights only "
+                                         r"\(model.save_weights"):
         load_keras_h5(weights_only)
     keras3 = edited_copy(tmp_path, "conv", edit_file=lambda f: f.attrs.__setitem__("keras_version", "3.3.3"))
     with pytest.raises(ModelError, match="written by Keras 3.3.3; only Keras 2 files"):
         load_keras_h5(keras3)
+    bad_json = edited_copy(tmp_path, "conv", edit_file=lambda f: f.attrs.__setitem__("model_config", '{"class'))
+    with pytest.raises(ModelError, match="its model_config attribute is not valid JSON"):
+        load_keras_h5(bad_json)
+    whole = (GOLDENS / "conv.h5").read_bytes()
+    (tmp_path / "cut.h5").write_bytes(whole[:len(whole) // 2])
+    with pytest.raises(ModelError, match=r"cut.h5 cannot be read as HDF5 \(.*\): the file is damaged or cut short"):
+        load_keras_h5(tmp_path / "cut.h5")
     unlisted = edited_copy(tmp_path, "conv", edit_file=lambda f: f["model_weights/same_k5"].__delitem__(
         "same_k5/bias:0"))
     with pytest.raises(ModelError, match="tensor same_k5/bias:0 is listed in weight_names of "

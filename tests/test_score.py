@@ -118,7 +118,7 @@ def test_hdf5_layout_and_metadata(case):
         a = f.attrs
         assert a["complete"] and a["backend"] == "torchscript" and a["window_length"] == 64
         assert a["rc"] and list(__import__("json").loads(a["shifts"])) == [-1, 0, 1]
-        assert a["indel_alignment"] == "left-anchored-bin-shift" and a["ref_mismatch"] == "skip"
+        assert a["indel_alignment"] == "left-anchored-bin-shift-shared" and a["ref_mismatch"] == "skip"
         assert len(__import__("json").loads(a["weights_sha256"])[0]) == 64
         assert a["varfx_version"] == varfx.__version__
         assert set(f["skipped"].keys()) >= {"chr", "pos", "id", "ref_allele", "alt_allele", "reason", "record"}

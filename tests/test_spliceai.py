@@ -257,15 +257,22 @@ def test_region_and_a_stale_spliceai_field(models, work, tmp_path):
     assert (tmp_path / "r.skipped.tsv").read_text().count("\n") == 1 + 4  # header + four skipped ALTs
 
 
-def test_short_contig_refused_before_any_variant(models, tmp_path, monkeypatch):
-    """A contig shorter than SpliceAI's 10,101-bp window, reached last, is refused before any site is read."""
+def test_short_contig_padded_by_default_or_refused_before_any_variant(models, tmp_path, monkeypatch):
+    """A contig shorter than SpliceAI's 10,101-bp window is padded by default (outside a transcript the window
+    is N anyway); with --short-contigs error it is refused before any site is read, though reached last."""
     text = (GOLDEN / "genome.fa").read_text() + ">chrS\n" + "ACGT" * 100 + "\n"
     (tmp_path / "g.fa").write_text(text)
     lines = (GOLDEN / "custom.vcf").read_text().splitlines()
-    (tmp_path / "v.vcf").write_text("\n".join(lines + ["chrS\t50\tshort\tG\tA\t50\tPASS\tDP=9\tGT\t0/1"]) + "\n")
+    (tmp_path / "v.vcf").write_text("\n".join(lines + ["chrS\t50\tshort\tC\tA\t50\tPASS\tDP=9\tGT\t0/1"]) + "\n")
+    r = score(tmp_path / "v.vcf", tmp_path / "g.fa", "--annotation", "grch37", "--out", str(tmp_path / "p.h5"),
+              "--skipped-tsv", str(tmp_path / "p.skipped.tsv"), "-q")
+    assert r.exit_code == 0, r.output
+    skipped = pd.read_csv(tmp_path / "p.skipped.tsv", sep="\t")
+    assert skipped.loc[skipped["id"] == "short", "reason"].tolist() == ["no_gene"]  # not a short contig
     checked = []
     monkeypatch.setattr(S, "check_sites", lambda *a, **k: checked.append(a))
-    r = score(tmp_path / "v.vcf", tmp_path / "g.fa", "--annotation", "grch37", "--out", str(tmp_path / "o.h5"), "-q")
+    r = score(tmp_path / "v.vcf", tmp_path / "g.fa", "--annotation", "grch37", "--out", str(tmp_path / "o.h5"),
+              "--short-contigs", "error", "-q")
     fails(r, 2, "varfx: error: contig chrS (400 bp) is shorter than the model's 10,101-bp window")
     assert checked == [] and not list(tmp_path.glob("o.h5*"))
 
@@ -332,6 +339,8 @@ def test_weights_folder_without_models(small):
     (["--stat", "SAD"], "the spliceai backend does not take --stat"),
     (["--distance", "5000"], "--distance 5000: give a number of bp from 0 to 4999"),
     (["--out-vcf", "x.txt"], "the name must end in .vcf, .vcf.gz or .bcf"),
+    (["--workers", "2"], "--workers is not available with --backend spliceai"),
+    (["--block-records", "64"], "--block-records is not available with --backend spliceai"),
 ])
 def test_options_that_do_not_fit(small, args, message):
     fails(score(GOLDEN / "custom.vcf", small / "genome.fa", "--annotation", str(CUSTOM_TABLE),

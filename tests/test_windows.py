@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+import torch
 
 from varfx.encoding import decode
 from varfx.errors import OptionError, RefMismatchError
@@ -140,11 +141,48 @@ def test_align_bins_indels_shift_right_side():
     # +8 bp insertion: right-side bins j compare with ALT bin j+2; those past the end drop out
     assert ab[0].tolist()[:5] == [0, 1, 2, 3, 4]
     assert ab[0][5] == 7 and m[0].tolist() == [True] * 6 + [False, False]
-    # -8 bp deletion: right-side bins compare with ALT bin j-2
-    assert ab[1][5:].tolist() == [3, 4, 5] and m[1].all()
+    # -8 bp deletion: right-side bins compare with ALT bin j-2, except where that ALT bin is not right of the
+    # variant (bins 5 and 6 hold the deleted bases; ALT bins 3 and 4 are already paired with REF bins 3 and 4)
+    assert ab[1][7] == 5 and m[1].tolist() == [True] * 5 + [False, False, True]
+    assert sorted(ab[1][m[1]].tolist()) == [0, 1, 2, 3, 4, 5]  # each ALT bin at most once
     # +1 bp rounds to no shift; +2 (half a bin) rounds away from zero to +1
     assert (ab[2] == rb[2]).all()
     assert ab[3][5] == 6 and ab[3][4] == 4
+
+
+def test_indels_compare_only_shared_sequence_at_base_resolution(tmp_path, fasta, genome_seqs):
+    """With 1-bp bins and a model whose output at each position depends on that base alone, every pair of
+    aligned bins holds the same base in REF and ALT: an insertion or a deletion scores exactly 0 on every
+    pairwise statistic (the deleted and inserted bases are left out, nothing is compared twice)."""
+    import h5py
+    from click.testing import CliRunner
+
+    from varfx.cli import cli
+    from conftest import write_vcf
+    from toy_models import save_module
+
+    class PerBase(torch.nn.Module):
+        def forward(self, x):  # (B, L, 4) -> (B, 32, 2): weights 1, 2, 3, 4 for A, C, G, T; x10 on track 2
+            y = x[:, 16:48, :] @ torch.tensor([[1.0, 10.0], [2.0, 20.0], [3.0, 30.0], [4.0, 40.0]])
+            return y
+
+    weights = save_module(tmp_path, PerBase(), "perbase", length=64, bins=32, bin_size=1, offset=16, tracks=2)
+    s = genome_seqs["chr1"].upper()
+    recs = [("chr1", 700, "del3", s[699:703], s[699]), ("chr1", 800, "del20", s[799:820], s[799]),
+            ("chr1", 900, "ins4", s[899], s[899] + "GATC"), ("chr1", 1000, "mnv", s[999:1001],
+                                                             "".join("A" if b != "A" else "C" for b in s[999:1001]))]
+    vcf = write_vcf(tmp_path / "v.vcf", recs)
+    r = CliRunner().invoke(cli, ["score", str(vcf), "--fasta", str(fasta), "--backend", "torchscript", "--weights",
+                                 str(weights), "--out", str(tmp_path / "o.h5"), "--stat", "SAD,D1,D2", "--bins", "all",
+                                 "--float32", "-q"])
+    assert r.exit_code == 0, r.output
+    with h5py.File(tmp_path / "o.h5") as f:
+        ids = [v.decode() for v in f["id"][()]]
+        for stat in ("SAD", "D1", "D2"):
+            values = dict(zip(ids, f[stat][()]))
+            for vid in ("del3", "del20", "ins4"):
+                assert np.all(values[vid] == 0), (stat, vid, values[vid])
+            assert np.all(np.abs(values["mnv"]) > 0)  # a substitution is seen
 
 
 def test_check_sites_multi_base_refs_in_one_call(fasta, genome_seqs):

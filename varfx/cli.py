@@ -134,8 +134,8 @@ def backend_options(f):
                    "a contig name with ':' may be written {NAME}:START-END).")
 @click.option("--ref-mismatch", type=click.Choice(["skip", "error"]), default="skip", show_default=True,
               help="What to do when REF disagrees with the FASTA.")
-@click.option("--short-contigs", type=click.Choice(["error", "skip", "pad"]), default="error", show_default=True,
-              help="Variants on contigs shorter than the model's window.")
+@click.option("--short-contigs", type=click.Choice(["error", "skip", "pad"]), default=None,
+              help="Variants on contigs shorter than the model's window  [default: error; spliceai: pad]")
 @click.option("--bins", default=None,
               help="Bins to sum: variant (±128 bp; the default for most backends), variant:MARGIN, all, center:K.")
 @click.option("--stat", "stats", multiple=True, metavar="LIST",

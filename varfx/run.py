@@ -601,7 +601,7 @@ def check_run_options(backend: str | Backend, bins: str | None, ref_mismatch: st
 
 
 def score_vcf(vcf, fasta, backend: str | Backend, weights=None, out=None, tsv=None, tsv_long=None, *,
-              skipped_tsv=None, out_vcf=None, region=None, ref_mismatch: str = "skip", short_contigs: str = "error",
+              skipped_tsv=None, out_vcf=None, region=None, ref_mismatch: str = "skip", short_contigs: str | None = None,
               vcf_stats=None, vcf_tracks=None, bins: str | None = None,
               stats=None, pseudocount: float = 1.0, rc: bool = False, shifts=None, tracks: str | None = None,
               batch_size: int = 64, device: str = "auto", precision: str = "fp32", float32: bool = False,
@@ -619,8 +619,15 @@ def score_vcf(vcf, fasta, backend: str | Backend, weights=None, out=None, tsv=No
     if (shard is not None or resume) and isinstance(backend, str) and backend_class(backend).score_vcf is not None:
         raise OptionError(f"--shard and --resume are not available with --backend {backend} yet: "
                           "split the VCF by region instead (--region)")
+    if (workers or block_records is not None) and isinstance(backend, str) \
+            and backend_class(backend).score_vcf is not None:
+        raise OptionError(f"{'--workers' if workers else '--block-records'} is not available with --backend "
+                          f"{backend}: its windows are built in the scoring process")
     if workers < 0:
         raise OptionError("--workers must be 0 (a thread builds windows) or more (worker processes)")
+    if short_contigs is None:
+        short_contigs = backend_class(backend).default_short_contigs if isinstance(backend, str) \
+            else backend.default_short_contigs
     if genes is not None and out is None and tsv is None and genes_tsv is None:
         raise OptionError("--genes writes its (variant, gene) rows to --out (HDF5) or --genes-tsv: give one of them")
     from .annotate import for_run  # --out-vcf: the input VCF annotated from the finished HDF5 (varfx.annotate)

@@ -14,7 +14,8 @@ Conventions (docs/windows.md has the pictures):
   or before the variant are compared with the same ALT bin; REF bins that start
   after it are compared with ALT bin ``j + k``, ``k = round(d / bin_size)``
   (``d = len(ALT) - len(REF)``, halves away from zero).  Pairs whose ALT bin
-  falls outside the output are left out of both sums.
+  falls outside the output, or does not start right of the variant (a deletion's
+  deleted bases), are left out of both sums: each ALT bin is used at most once.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from .encoding import encode
 from .errors import OptionError, RefMismatchError
 from .variants import Site
 
-INDEL_ALIGNMENT = "left-anchored-bin-shift"
+INDEL_ALIGNMENT = "left-anchored-bin-shift-shared"
 _POS, _REF, _ALTS = attrgetter("pos"), attrgetter("ref"), attrgetter("alts")
 _BASE_CODE = {"A": 0, "C": 1, "G": 2, "T": 3}
 
@@ -131,13 +132,15 @@ def align_bins(geom: Geometry, sel: BinSelection, ref_len: np.ndarray, delta: np
 def alt_counterparts(geom: Geometry, ref_bins: np.ndarray, base_mask: np.ndarray, delta: np.ndarray):
     """The ALT bins aligned with (V, K) REF bins: bins right of the variant move by the indel's length
     in whole bins (``delta`` = len(ALT) − len(REF), divided by the bin size and rounded to the nearest
-    whole number, halves away from zero: docs/windows.md).  Returns ``(alt_bins, mask)``;
-    pairs whose ALT bin falls outside the output are masked."""
+    whole number, halves away from zero: docs/windows.md).  Returns ``(alt_bins, mask)``; masked:
+    pairs whose ALT bin falls outside the output, and a deletion's REF bins whose ALT bin would not be
+    right of the variant (deleted sequence, which ALT lacks: that ALT bin has its own REF bin), as no
+    REF bin points to an insertion's inserted bins."""
     nb, bs, off, c = geom.output_bins, geom.bin_size, geom.bin_offset, geom.center
     k_shift = round_away(delta / bs)
     right = (off + ref_bins * bs) > c
     alt_bins = ref_bins + np.where(right, k_shift[:, None], 0)
-    mask = base_mask & (alt_bins >= 0) & (alt_bins < nb)
+    mask = base_mask & (alt_bins >= 0) & (alt_bins < nb) & (~right | ((off + alt_bins * bs) > c))
     return np.clip(alt_bins, 0, nb - 1), mask
 
 

@@ -34,6 +34,8 @@ class Backend:
     score_vcf = None
     #: the --bins default when the user gives none
     default_bins: str = "variant"
+    #: the --short-contigs default when the user gives none
+    default_short_contigs: str = "error"
     #: the --stat default when the user gives none (None: SAD,logSED)
     default_stats: tuple[str, ...] | None = None
     #: tracks compared by the profile statistics QTL and JSD (None: the selected tracks)

@@ -43,7 +43,8 @@ import torch
 from ..errors import InputError, ModelError
 from ..windows import Geometry
 from .base import Backend, check_output, reject_options, tracks_table
-from .keras_layers import SUPPORTED_LAYERS, Layer, Shape, _Affine, _Conv1d, _Windowed, convert, make_module
+from .keras_layers import (SUPPORTED_LAYERS, Layer, Shape, _Affine, _Conv1d, _Windowed, check_supported, convert,
+                           make_module)
 from .torchscript import read_spec
 
 __all__ = ["KerasBackend", "KerasModel", "SUPPORTED_LAYERS", "load_keras_h5", "weight_shapes"]
@@ -66,10 +67,16 @@ def _read_h5(path: Path) -> tuple[dict, dict[str, list[tuple[str, np.ndarray]]]]
     if not h5py.is_hdf5(path):
         raise ModelError(f"{path} is not an HDF5 file: save the Keras model with model.save(PATH, "
                          "save_format='h5') (a .keras archive or SavedModel folder cannot be read)")
-    with h5py.File(path, "r") as f:
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:  # a truncated or damaged file passes is_hdf5 (its signature is intact)
+        raise ModelError(f"{path} cannot be read as HDF5 ({str(exc).splitlines()[0]}): the file is damaged or "
+                         "cut short; copy or save it again") from None
+    with f:
         if "model_config" not in f.attrs:
-            raise ModelError(f"{path} has no model_config: it holds weights only (model.save_weights); "
-                             "save the whole model with model.save(PATH, save_format='h5')")
+            raise ModelError(f"{path} has no model_config, so it is not a whole Keras model: weights only "
+                             "(model.save_weights; save the whole model with model.save(PATH, save_format='h5')) "
+                             "or another kind of HDF5 file")
         version, backend = _text(f.attrs.get("keras_version", "")), _text(f.attrs.get("backend", ""))
         if version.startswith("3"):
             raise ModelError(f"{path} was written by Keras {version}; only Keras 2 files (keras or tf.keras "
@@ -77,7 +84,11 @@ def _read_h5(path: Path) -> tuple[dict, dict[str, list[tuple[str, np.ndarray]]]]
         if backend == "theano":
             raise ModelError(f"{path} was saved with the Theano backend, whose kernels are flipped; "
                              "load and re-save it with TensorFlow Keras first")
-        config = json.loads(_text(f.attrs["model_config"]))
+        try:
+            config = json.loads(_text(f.attrs["model_config"]))
+        except ValueError as exc:
+            raise ModelError(f"{path}: its model_config attribute is not valid JSON ({exc}); save the model "
+                             "again with model.save(PATH, save_format='h5')") from None
         group = f["model_weights"] if "model_weights" in f else f
         weights = {name: _layer_tensors(group[name], path) for name in group if "weight_names" in group[name].attrs}
     return config, weights
@@ -139,11 +150,16 @@ def _parse_functional(config: dict, source: str) -> _Graph:
         if cls == "InputLayer":
             inputs[name] = tuple((cfg.get("batch_input_shape") or cfg["batch_shape"])[1:])
             continue
+        check_supported(name, cls, source)  # before its nodes, which some classes (TFOpLambda) nest otherwise
         nodes = entry["inbound_nodes"]
         if len(nodes) != 1:
             raise ModelError(f"{source}: layer {name!r} ({cls}) is called {len(nodes)} times (a shared layer); "
                              "the keras backend converts layers that are called once")
         layers.append(Layer(name, cls, cfg, tuple(_inbound_name(ref, name, source) for ref in nodes[0])))
+    # the model's inputs in Keras's order (input_layers), which need not be the order the layers were made in
+    order = [_inbound_name(ref, "the model's inputs", source) for ref in _nested(config.get("input_layers") or [])]
+    if sorted(order) == sorted(inputs):
+        inputs = {name: inputs[name] for name in order}
     return _Graph(_topological(layers, set(inputs), source), inputs,
                   [_inbound_name(ref, "the model's outputs", source) for ref in _nested(config["output_layers"])])
 

@@ -486,13 +486,21 @@ CONVERTERS: dict[str, Callable[[Layer, list[Shape]], _Built]] = {
 SUPPORTED_LAYERS = tuple(sorted(["InputLayer", *CONVERTERS]))
 
 
+def check_supported(name: str, cls: str, source: str) -> None:
+    """A one-line error for a layer class the converter does not know (a model nested as a layer included)."""
+    if cls in ("Functional", "Model", "Sequential"):
+        raise ModelError(f"{source}: layer {name!r} is a nested {cls} model, which the keras backend cannot "
+                         "convert: rebuild the model with the nested model's layers called directly")
+    if cls not in CONVERTERS:
+        raise ModelError(f"{source}: layer {name!r} is a {cls}, which the keras backend cannot "
+                         f"convert (supported: {', '.join(SUPPORTED_LAYERS)})")
+
+
 def convert(layers: list[Layer], inputs: dict[str, Shape], source: str):
     """Each layer (in order) with what its converter makes of it; ``inputs`` are the model's input shapes."""
     shapes: dict[str, Shape] = dict(inputs)
     for layer in layers:
-        if layer.cls not in CONVERTERS:
-            raise ModelError(f"{source}: layer {layer.name!r} is a {layer.cls}, which the keras backend cannot "
-                             f"convert (supported: {', '.join(SUPPORTED_LAYERS)})")
+        check_supported(layer.name, layer.cls, source)
         try:
             built = CONVERTERS[layer.cls](layer, [shapes[n] for n in layer.inputs])
         except ModelError as exc:

@@ -137,6 +137,8 @@ class SpliceAIBackend(Backend):
              "FOLDER|H5…); --distance D [50], --mask, --out-vcf")
     encoding = "one-hot"
     strand_pairs: list = []
+    #: every position outside the gene's transcript is N in SpliceAI's window anyway (docs/spliceai.md)
+    default_short_contigs = "pad"
 
     def __init__(self, weights: list[str] | None = None, distance: int = DEFAULT_DISTANCE, **options):
         super().__init__()
