@@ -10,6 +10,7 @@ the timing, and every byte of the text outputs.
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import random
@@ -621,6 +622,28 @@ def test_resume_with_other_settings_is_refused_and_keeps_the_fragments(world, tm
     assert not parts.exists()
 
 
+def test_unreadable_fragments_are_scored_again_on_resume(world, tmp_path, monkeypatch):
+    """A node crash can leave a fragment empty or cut short under its final name (its data never reached the
+    disk): --resume scores those blocks again, says so, and ends equal to the uninterrupted run."""
+    w = world
+    ref = reference(w)
+    paths = outputs(tmp_path, "u")
+    args = base(w) + out_args(paths)
+    parts = tmp_path / "u.h5.parts"
+    with monkeypatch.context() as m:
+        interrupt_after(m, 4)
+        assert run_cli(args).exit_code == 130
+    frags = sorted(parts.glob("b*.npz"))
+    assert len(frags) == 4
+    frags[0].write_bytes(b"")
+    frags[2].write_bytes(frags[2].read_bytes()[:100])
+    begun, r = resume_in_process(w, args, monkeypatch)
+    damaged = {int(frags[0].stem[1:]), int(frags[2].stem[1:])}
+    assert damaged <= begun and not begun & {int(f.stem[1:]) for f in (frags[1], frags[3])}
+    assert "resumed: 2 of" in r.output and "(2 unreadable, scored again)" in r.output, r.output
+    assert_outputs_identical(paths, ref)
+
+
 def test_resume_of_an_edited_vcf_is_refused(world, tmp_path, monkeypatch):
     w = world
     vcf = tmp_path / "v.vcf"
@@ -720,7 +743,7 @@ def test_merge_refusals(world, tmp_path):
     refused([ref["out"], two[1]["out"]], "not a shard output")
     refused([ref["tsv"], two[1]["tsv"]], "not a shard table", out=out_tsv)
     refused([two[0]["out"], two[1]["tsv"]], "mix HDF5 and text")
-    refused([two[0]["out"], two[1]["out"]], "must not be one of the shards", out=two[0]["out"])
+    refused([two[0]["out"], two[1]["out"]], "is also an input of this command", out=two[0]["out"])
     assert two[0]["out"].exists()
     # an incomplete file: the attribute, and a file cut short
     bad = tmp_path / "incomplete.h5"
@@ -735,7 +758,22 @@ def test_merge_refusals(world, tmp_path):
     lines = two[1]["tsv"].read_text().splitlines(keepends=True)
     last_block = max(i for i, line in enumerate(lines) if line.startswith("#varfx-block"))
     cut_tsv.write_text("".join(lines[:last_block]))
-    refused([two[0]["tsv"], cut_tsv], "lacks block", out=out_tsv)
+    refused([two[0]["tsv"], cut_tsv], "is cut short", "#varfx-end", out=out_tsv)
+    # rows lost at the end, or a row cut in the middle: no #varfx-end line
+    assert lines[-1].startswith("#varfx-end\t")
+    cut_tsv.write_text("".join(lines[:-4]))
+    refused([two[0]["tsv"], cut_tsv], str(cut_tsv), "is cut short", out=out_tsv)
+    cut_tsv.write_text("".join(lines)[:-len(lines[-1]) - 9])
+    refused([two[0]["tsv"], cut_tsv], "is cut short", out=out_tsv)
+    # a block's line without its #varfx-end line but the end line of a copy after it: lines after the end
+    cut_tsv.write_text("".join(lines) + lines[-2])
+    refused([two[0]["tsv"], cut_tsv], "lines after its #varfx-end", out=out_tsv)
+    # a compressed shard, and a damaged #varfx-shard line
+    gz = tmp_path / "s2.tsv.gz"
+    gz.write_bytes(gzip.compress(two[1]["tsv"].read_bytes()))
+    refused([two[0]["tsv"], gz], "is not a shard table (not plain text", out=out_tsv)
+    cut_tsv.write_text(lines[0] + lines[1][:40] + "\n" + "".join(lines[2:]))
+    refused([two[0]["tsv"], cut_tsv], "its #varfx-shard line is damaged", out=out_tsv)
     # rows tampered with: a record of another shard's block, a record missing, rows out of order
     for name, edit in (("other", lambda r: np.where(np.arange(r.size) == 3, r[3] + B, r)),
                        ("missing", lambda r: np.where(r == r[0], r[0] + 1, r)),

@@ -290,8 +290,16 @@ def test_bad_inputs(example, tmp_path):
 
     r = run(["export", example["h5"], "--format", "vcf", "--out", tmp_path / "o.tsv.gz"])
     assert r.exit_code == 2 and "'vcf' is not 'finemap'" in r.output
+
+    shard = tmp_path / "shard.h5"  # one shard's part of the variants would pass for the whole table
+    shard_run = score(EXAMPLES / "variants.vcf", EXAMPLES / "genome.fa", EXAMPLES / "model.pt", shard,
+                      "--shard", "2/3")
+    for args in (["export", shard_run, *base], ["top", shard_run]):
+        r = run(args)
+        assert r.exit_code == 1 and f"{shard_run} is shard 2/3 of a run" in r.output and "merge the shards" in r.output
+        assert len(r.output.strip().splitlines()) == 1
     assert "Traceback" not in r.output
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["far.h5", "text.h5", "unfinished.h5"]  # nothing half-written
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["far.h5", "shard.h5", "text.h5", "unfinished.h5"]
 
 
 def test_a_failed_export_leaves_the_previous_table_and_no_partial_files(example, tmp_path, monkeypatch):

@@ -242,6 +242,8 @@ def test_user_errors_are_one_line(case):
     assert "--stat 'XYZ'" in msg
     code, msg = _err(base + ["--shifts", "a,b"])
     assert "--shifts" in msg
+    code, msg = _err(base + ["--shifts", "0,-16"])  # the toy's output spans 8 bins of 4 bp: at most 15 bp
+    assert code == 2 and "a shift of 16 bp moves the window by half its output or more (at most 15 bp" in msg
     code, msg = _err(base + ["--tracks", "0,9"])
     assert "outside 0..2" in msg
     code, msg = _err(base + ["--device", "cuda:3"])
@@ -320,6 +322,21 @@ def test_short_contig_refused_before_any_variant(layout, genome_seqs, tmp_path, 
                                                                                 "--region", "MT",
                                                                                 "--out", str(tmp_path / "m.h5")])
         assert "contig chrM (300 bp) is shorter" in msg  # the VCF's name for the region's MT
+
+
+def test_outputs_may_not_name_an_input(case, tmp_path):
+    """The final rename would replace the input: an output naming the VCF, the FASTA or the weights is refused
+    before anything is written, and the input is left as it was."""
+    t = case["tmp"]
+    base = ["score", str(case["vcf"]), "--fasta", str(case["fasta"]), "--backend", "torchscript",
+            "--weights", str(case["weights"])]
+    before = {p: p.read_bytes() for p in (case["vcf"], case["fasta"], case["weights"])}
+    for flag, target, label in (("--out", case["vcf"], "its vcf"), ("--tsv", case["fasta"], "its fasta"),
+                                ("--tsv-long", case["weights"], "its weights")):
+        extra = [] if flag == "--out" else ["--out", str(t / "o.h5")]
+        code, msg = _err(base + extra + [flag, str(target)])
+        assert code == 2 and f"{flag} {target} is also an input of this command ({label})" in msg
+    assert {p: p.read_bytes() for p in before} == before and not (t / "o.h5").exists()
 
 
 def test_help_and_version_everywhere():

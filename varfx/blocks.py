@@ -24,6 +24,7 @@ import json
 import os
 import re
 import shutil
+import zipfile
 from pathlib import Path
 
 import h5py
@@ -101,9 +102,14 @@ class Staging:
             self.release()
             raise
         self.done: dict[int, dict] = {}
+        self.damaged = 0  # fragments that could not be read (a node crash before the data reached the disk)
         for p in self.dir.glob("b*.npz"):
-            with np.load(p) as z:
-                self.done[int(p.stem[1:])] = json.loads(str(z["info"]))
+            try:
+                with np.load(p) as z:
+                    self.done[int(p.stem[1:])] = json.loads(str(z["info"]))
+            except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile):
+                p.unlink()  # its block is scored again
+                self.damaged += 1
 
     def _take_lock(self, folder: Path | None = None) -> None:
         import fcntl
@@ -127,6 +133,8 @@ class Staging:
         tmp = path.with_name(path.name + ".tmp")
         with open(tmp, "wb") as fh:
             np.savez(fh, info=np.array(json.dumps(info, sort_keys=True)), **data)
+            fh.flush()
+            os.fsync(fh.fileno())  # on the disk before its name says it is complete
         os.replace(tmp, path)
         self.done[block] = info
 
@@ -374,6 +382,7 @@ def _block_ranges(blocks: np.ndarray, path: Path | None = None) -> dict[int, tup
 #: in shard TSVs, the line after the header (the shard and run settings) and the line before each block
 SHARD_LINE = "#varfx-shard"
 BLOCK_LINE = "#varfx-block"
+END_LINE = "#varfx-end"  # the last line, with the number of blocks: a table without it was cut short
 
 
 def shard_line(shard: tuple[int, int], records_read: int, attrs: dict) -> str:
@@ -390,14 +399,21 @@ def merge_text(inputs: list[Path], out: Path) -> None:
         p = Path(p)
         if not p.is_file():
             raise InputError(f"shard file not found: {p}")
-        with open(p) as fh:
-            header = fh.readline()
-            first = fh.readline().rstrip("\n")
+        try:
+            with open(p, encoding="utf-8") as fh:
+                header = fh.readline()
+                first = fh.readline().rstrip("\n")
+        except UnicodeDecodeError:
+            raise InputError(f"{p} is not a shard table (not plain text: a compressed or binary file?): merge "
+                             "the TSV outputs of `varfx score --shard K/N` as they were written") from None
         if not first.startswith(SHARD_LINE + "\t"):
             raise InputError(f"{p} is not a shard table (no {SHARD_LINE} line): merge the outputs of "
                              "`varfx score --shard K/N`")
-        info = json.loads(first.split("\t", 1)[1])
-        k, n = parse_shard(info["shard"])
+        try:
+            info = json.loads(first.split("\t", 1)[1])
+            k, n = parse_shard(info["shard"])
+        except (ValueError, KeyError, TypeError, OptionError):
+            raise InputError(f"{p}: its {SHARD_LINE} line is damaged; score that shard again") from None
         settings = {x: v for x, v in info.items() if x != "shard"}  # includes n_blocks
         if isinstance(settings.get("settings"), dict):
             settings["settings"] = _comparable(settings["settings"])
@@ -420,20 +436,27 @@ def merge_text(inputs: list[Path], out: Path) -> None:
         with open(p, "rb") as fh:
             fh.readline()
             fh.readline()
-            cur, start = None, fh.tell()
+            cur, start, ended = None, fh.tell(), False
             while True:
                 at = fh.tell()
                 line = fh.readline()
-                if not line or line.startswith(BLOCK_LINE.encode()):
+                if ended and line:
+                    raise InputError(f"{p} has lines after its {END_LINE} line: it was changed")
+                if not line or line.startswith(BLOCK_LINE.encode()) or line.startswith(END_LINE.encode()):
                     if cur is not None:
                         idx[cur] = (start, at)
                     if not line:
                         break
+                    if line.startswith(END_LINE.encode()):
+                        ended, cur = True, None
+                        continue
                     cur = int(line.split(b"\t")[1])
                     if cur % n0 != k - 1:
                         raise InputError(f"{p} holds block {cur}, which belongs to another shard: "
                                          "it does not come from this run")
                     start = fh.tell()
+        if not ended:
+            raise InputError(f"{p} is cut short (it lacks its last line, {END_LINE}): score that shard again")
         want = [b for b in range(int(ref[1]["n_blocks"])) if b % n0 == k - 1]
         if sorted(idx) != want:
             gone = sorted(set(want) - set(idx))

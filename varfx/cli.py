@@ -22,8 +22,37 @@ def _close_progress_bars() -> None:
         bar.close()
 
 
+#: the options through which commands write files; every other path a command is given is read
+OUTPUT_PARAMS = ("out", "tsv", "tsv_long", "skipped_tsv", "out_vcf", "genes_tsv", "scores", "write_background")
+
+
+def refuse_overwriting_inputs(params: dict) -> None:
+    """A one-line error when an output option names a file the same command reads (the VCF, the FASTA, a
+    weights file, a shard...): the final rename would replace that input with the output."""
+    def paths(value):
+        for v in value if isinstance(value, (tuple, list)) else (value,):
+            if isinstance(v, (str, Path)) and str(v) and Path(v).is_file():
+                yield Path(v).resolve()
+
+    read = {p: name for name, value in params.items() if name not in OUTPUT_PARAMS for p in paths(value)}
+    for name in OUTPUT_PARAMS:
+        value = params.get(name)
+        if isinstance(value, (str, Path)) and str(value) and Path(value).resolve() in read:
+            raise click.UsageError(f"--{name.replace('_', '-')} {value} is also an input of this command "
+                                   f"(its {read[Path(value).resolve()].replace('_', ' ')}): writing it would "
+                                   "replace that file; give another name")
+
+
+class VarfxCommand(click.Command):
+    def invoke(self, ctx):
+        refuse_overwriting_inputs(ctx.params)
+        return super().invoke(ctx)
+
+
 class VarfxGroup(click.Group):
     """A click group that turns every user error into one line on stderr and an exit code."""
+
+    command_class = VarfxCommand
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         def fail(message: str, code: int):

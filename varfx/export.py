@@ -26,7 +26,7 @@ from .genome import contig_aliases
 from .results import open_complete, strings
 from .scores import track_summaries
 from .tracks import select_tracks
-from .writers import PARTIAL, partial_path
+from .writers import PARTIAL, check_out, partial_path
 
 FORMATS = ("finemap",)
 MAX_DEFAULT_TRACKS = 50  # above this many tracks, no per-track columns unless --tracks asks for them
@@ -83,7 +83,8 @@ def export_table(scores, out, fmt: str = "finemap", stats=None, tracks: str | No
     if not out.name.endswith(".gz"):
         raise OptionError(f"--out {out}: the table is bgzip-compressed and tabix-indexed; "
                           f"give a name ending in .gz (e.g. {out.name}.gz)")
-    with open_complete(scores) as f:
+    check_out(out, "--out")  # its folder exists and is writable
+    with open_complete(scores, whole="the table") as f:
         settings = json.loads(f.attrs["settings"])
         plan, notes = _plan(f, Path(scores), settings, stats, tracks)
         skipped = int(f["skipped/chr"].shape[0])

@@ -77,6 +77,10 @@ class Predictor:
         self.geom = backend.geometry
         self.shifts = shifts
         self.margin = max(abs(s) for s in shifts)
+        limit = min(self.geom.input_length, self.geom.output_bins * self.geom.bin_size) // 2
+        if self.margin >= limit:
+            raise OptionError(f"--shifts: a shift of {self.margin:,} bp moves the window by half its output or more "
+                              f"(at most {limit - 1:,} bp for this model); shifts are a few bp, e.g. -1,0,1")
         self.members = [(s, False) for s in shifts] + ([(s, True) for s in shifts] if rc else [])
         self.two_hot = backend.encoding == "two-hot"
         self.paired = False  # windows hold pair codes of two haplotypes (personal genomes, two-hot backends)

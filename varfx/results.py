@@ -28,8 +28,9 @@ def strings(ds) -> list[str]:
     return [x.decode() if isinstance(x, bytes) else str(x) for x in ds[:]]
 
 
-def open_complete(path) -> h5py.File:
-    """Open a varfx HDF5 output for reading; refuse missing, foreign and unfinished files."""
+def open_complete(path, whole: str | None = None) -> h5py.File:
+    """Open a varfx HDF5 output for reading; refuse missing, foreign and unfinished files, and with
+    ``whole`` (what the command makes, e.g. "a fine-mapping table") the shard of a run."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"scores file not found: {path}")
@@ -44,6 +45,11 @@ def open_complete(path) -> h5py.File:
     if not f.attrs.get("complete", False) or "settings" not in f.attrs:
         f.close()
         raise InputError(f"{path} is not a finished varfx output (no attribute complete=True)")
+    if whole is not None and str(f.attrs.get("shard", "") or ""):
+        shard = f.attrs["shard"]
+        f.close()
+        raise InputError(f"{path} is shard {shard} of a run, which holds a part of its variants: merge the shards "
+                         f"first (varfx merge … --out scores.h5) and make {whole} from the merged file")
     return f
 
 
@@ -73,7 +79,7 @@ def top_variants(path, stat: str | None = None, n: int = 10, chunk: int = 65536)
 
     Columns: chrom, pos, id, ref, alt, the statistic's value at its largest track, and that track.
     """
-    with open_complete(path) as f:
+    with open_complete(path, whole="the ranking") as f:
         stats = json.loads(f.attrs["settings"])["stats"]
         stat = stat or stats[0]
         stat = {x.lower(): x for x in stats}.get(stat.lower(), stat)  # any case, as `score --stat`

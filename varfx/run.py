@@ -29,8 +29,8 @@ from .variants import Site, VariantReader
 from .prefetch import WorkerInfo, prefetch, worker_batches
 from .windows import (INDEL_ALIGNMENT, BinSelection, WindowBatch, align_bins, build_windows, check_short_contigs,
                       check_sites)
-from .blocks import BLOCK_LINE, BLOCK_RECORDS, VOLATILE, Staging, parse_shard, shard_line
-from .writers import GeneTSVWriter, H5Writer, SkippedTSVWriter, TSVWriter, VariantRows
+from .blocks import BLOCK_LINE, BLOCK_RECORDS, END_LINE, VOLATILE, Staging, parse_shard, shard_line
+from .writers import GeneTSVWriter, H5Writer, SkippedTSVWriter, TSVWriter, VariantRows, check_out
 
 REF_POLICIES = ("skip", "error")
 SHORT_CONTIG_POLICIES = ("error", "skip", "pad")
@@ -77,18 +77,6 @@ def sha256(path: Path, block: int = 1 << 20) -> str:
         while chunk := fh.read(block):
             h.update(chunk)
     return h.hexdigest()
-
-
-def check_out(path: Path | None, flag: str) -> Path | None:
-    if path is None:
-        return None
-    path = Path(path)
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise OptionError(f"{flag} {path}: folder {parent} does not exist (create it first)")
-    if not os.access(parent, os.W_OK):
-        raise OptionError(f"{flag} {path}: folder {parent} is not writable")
-    return path
 
 
 class RowBuffer:
@@ -400,8 +388,10 @@ class BlockOutputs:
         summary.records_read = reader.records_read
         blocks = self.staging.blocks()
         self.totals(summary)
-        if self.resumed:
-            summary.extra.append(f"resumed: {self.resumed:,} of {len(blocks):,} blocks kept from the interrupted run")
+        if self.resumed or self.staging.damaged:
+            summary.extra.append(f"resumed: {self.resumed:,} of {len(blocks):,} blocks kept from the interrupted run"
+                                 + (f" ({self.staging.damaged:,} unreadable, scored again)" if self.staging.damaged
+                                    else ""))
         if summary.scored + summary.skipped_total != summary.variants:  # an internal invariant
             raise AssertionError("variant accounting does not add up")
         shard = f"{self.shard[0]}/{self.shard[1]}" if self.shard else ""
@@ -430,6 +420,8 @@ class BlockOutputs:
                     if genes and hasattr(w, "write_genes"):
                         w.write_genes(rows[0].take(genes["row"]), genes,
                                       {k[2:]: v for k, v in genes.items() if k.startswith("v.")})
+            for w in texts_out if self.shard else ():  # merge refuses a table without it: cut short
+                w.fh.write(f"{END_LINE}\t{len(blocks)}\n")
             if "out" in self.finals:
                 summary.float16_overflow = {k: int(v) for k, v in writers[0].overflow.items()}
                 for name, v in (groups or {}).items():  # name -> array, or (array, attributes)

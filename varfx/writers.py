@@ -17,6 +17,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from .errors import OptionError
+
 STR = h5py.string_dtype("utf-8")
 PARTIAL = ".partial"
 
@@ -49,6 +51,19 @@ def begin_h5(f: h5py.File, attrs: dict, track_ids=None, track_labels=None) -> No
         f.create_dataset("target_ids", data=np.array(track_ids, dtype=object), dtype=STR)
         f.create_dataset("target_labels", data=np.array(track_labels, dtype=object), dtype=STR)
 
+
+
+def check_out(path: Path | None, flag: str) -> Path | None:
+    """An output path whose folder exists and is writable (a one-line error otherwise); None stays None."""
+    if path is None:
+        return None
+    path = Path(path)
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise OptionError(f"{flag} {path}: folder {parent} does not exist (create it first)")
+    if not os.access(parent, os.W_OK):
+        raise OptionError(f"{flag} {path}: folder {parent} is not writable")
+    return path
 
 @dataclass
 class VariantRows:
