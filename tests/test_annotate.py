@@ -465,7 +465,7 @@ def test_user_errors_are_one_line(example, tmp_path):
                        "--out-vcf", tmp_path / "w.vcf"])
     assert "scores file not found" in msg
     code, msg = fails(ann + ["--out-vcf", EXAMPLES / "variants.vcf"])
-    assert "would overwrite an input" in msg
+    assert "is also an input of this command (its vcf)" in msg
     assert sorted(p.name for p in tmp_path.iterdir()) == ["other.vcf"]
 
 

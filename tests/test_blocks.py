@@ -1130,7 +1130,7 @@ def test_empty_vcf_sharded_and_merged(world, tmp_path):
         assert d["SAD"].shape == (0, 3) and d["JSD"].shape == (0,) and d["skipped/record"].shape == (0,)
         assert [x.decode() for x in d["target_ids"]] == ["t0", "t1", "t2"]
         head = p["tsv"].read_text().splitlines()
-        assert len(head) == 2 and shard_line(p["tsv"])["n_blocks"] == 0
+        assert len(head) == 3 and shard_line(p["tsv"])["n_blocks"] == 0 and head[2] == "#varfx-end\t0"
         assert [x for x in head if x.startswith("chrom\tpos\tid\tref\talt\tSAD:t0")]
     assert_merge_equals(shards, full, tmp_path)
     assert not any(p.name.endswith((".parts", ".partial")) for p in tmp_path.iterdir())
@@ -1151,6 +1151,6 @@ def test_a_shard_without_blocks_is_valid_and_merges(world, tmp_path):
     assert a["complete"] and a["records_read"] == 12 and a["variants"] == 0 and a["shard"] == "3/3"
     assert d["SAD"].shape == (0, 3) and d["record"].shape == (0,) and d["skipped/record"].shape == (0,)
     text = shards[2]["tsv"].read_text().splitlines()
-    assert len(text) == 2 and shard_line(shards[2]["tsv"])["shard"] == "3/3"
+    assert len(text) == 3 and shard_line(shards[2]["tsv"])["shard"] == "3/3" and text[2] == "#varfx-end\t0"
     assert [x for x in text if x.startswith("chrom\t")]
     assert_merge_equals(shards[::-1], full, tmp_path)
