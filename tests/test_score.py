@@ -330,9 +330,14 @@ def test_outputs_may_not_name_an_input(case, tmp_path):
     t = case["tmp"]
     base = ["score", str(case["vcf"]), "--fasta", str(case["fasta"]), "--backend", "torchscript",
             "--weights", str(case["weights"])]
-    before = {p: p.read_bytes() for p in (case["vcf"], case["fasta"], case["weights"])}
+    from varfx.genome import build_index
+    build_index(case["fasta"])
+    spec, fai = case["weights"].with_suffix(".json"), Path(str(case["fasta"]) + ".fai")
+    assert spec.is_file() and fai.is_file()  # read beside the weights and the FASTA
+    before = {p: p.read_bytes() for p in (case["vcf"], case["fasta"], case["weights"], spec, fai)}
     for flag, target, label in (("--out", case["vcf"], "its vcf"), ("--tsv", case["fasta"], "its fasta"),
-                                ("--tsv-long", case["weights"], "its weights")):
+                                ("--tsv-long", case["weights"], "its weights"), ("--out", spec, "its weights"),
+                                ("--skipped-tsv", fai, "its fasta")):
         extra = [] if flag == "--out" else ["--out", str(t / "o.h5")]
         code, msg = _err(base + extra + [flag, str(target)])
         assert code == 2 and f"{flag} {target} is also an input of this command ({label})" in msg

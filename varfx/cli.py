@@ -22,20 +22,27 @@ def _close_progress_bars() -> None:
         bar.close()
 
 
-#: the options through which commands write files; every other path a command is given is read
-OUTPUT_PARAMS = ("out", "tsv", "tsv_long", "skipped_tsv", "out_vcf", "genes_tsv", "scores", "write_background")
+#: the options through which commands write files (calibrate's --scores too; a SCORES argument is read);
+#: every other path a command is given is read
+OUTPUT_OPTIONS = ("out", "tsv", "tsv_long", "skipped_tsv", "out_vcf", "genes_tsv", "scores", "write_background")
 
 
-def refuse_overwriting_inputs(params: dict) -> None:
+def refuse_overwriting_inputs(ctx: click.Context) -> None:
     """A one-line error when an output option names a file the same command reads (the VCF, the FASTA, a
     weights file, a shard...): the final rename would replace that input with the output."""
-    def paths(value):
+    def paths(value):  # with the files read beside a file: a model's spec, a FASTA's or VCF's index
         for v in value if isinstance(value, (tuple, list)) else (value,):
             if isinstance(v, (str, Path)) and str(v) and Path(v).is_file():
-                yield Path(v).resolve()
+                p = Path(v).resolve()
+                yield p
+                for near in (p.with_suffix(".json"), *(Path(str(p) + x) for x in (".fai", ".tbi", ".csi"))):
+                    if near.is_file():
+                        yield near
 
-    read = {p: name for name, value in params.items() if name not in OUTPUT_PARAMS for p in paths(value)}
-    for name in OUTPUT_PARAMS:
+    params = ctx.params
+    outputs = [p.name for p in ctx.command.params if isinstance(p, click.Option) and p.name in OUTPUT_OPTIONS]
+    read = {p: name for name, value in params.items() if name not in outputs for p in paths(value)}
+    for name in outputs:
         value = params.get(name)
         if isinstance(value, (str, Path)) and str(value) and Path(value).resolve() in read:
             raise click.UsageError(f"--{name.replace('_', '-')} {value} is also an input of this command "
@@ -45,7 +52,7 @@ def refuse_overwriting_inputs(params: dict) -> None:
 
 class VarfxCommand(click.Command):
     def invoke(self, ctx):
-        refuse_overwriting_inputs(ctx.params)
+        refuse_overwriting_inputs(ctx)
         return super().invoke(ctx)
 
 
