@@ -151,6 +151,23 @@ def test_out_vcf_carries_the_official_spliceai_entries(runs, name):
 
 
 @needs_package
+def test_lower_case_alt_is_written_as_in_the_record(models, work, tmp_path):
+    """The package copies the ALT into ALLELE as written: a lower-case ALT keeps its case there (the scores
+    are those of the upper-case ALT)."""
+    lines = (GOLDEN / "main.vcf").read_text().splitlines()
+    body = [line.split("\t") for line in lines if not line.startswith("#")]
+    rec = next(f for f in body if f[2] == "decoy_donor")
+    rec[4] = rec[4].lower()
+    (tmp_path / "lc.vcf").write_text("\n".join([x for x in lines if x.startswith("#")] + ["\t".join(rec)]) + "\n")
+    r = score(tmp_path / "lc.vcf", work / "genome.fa", "--annotation", "grch37", "--out-vcf", str(tmp_path / "o.vcf"),
+              "-q")
+    assert r.exit_code == 0, r.output
+    want = official("main_D50")[0]["decoy_donor"]
+    assert want and all(e.startswith(rec[4].upper() + "|") for e in want)
+    assert spliceai_entries(tmp_path / "o.vcf")["decoy_donor"] == [rec[4] + e[1:] for e in want]
+
+
+@needs_package
 def test_golden_exercises_masking_and_multiple_genes():
     """The goldens differ with and without -M 1, and some records hold entries for two genes."""
     for plain, masked in (("main_D50", "main_D50_M1"), ("custom_D50", "custom_D50_M1")):

@@ -169,8 +169,8 @@ class AnnotatedVCFWriter:
         for field_id in self._replaced:
             if rec.INFO.get(field_id) is not None:
                 del rec.INFO[field_id]
-        for field_id, value in (info or {}).items():
-            rec.INFO[field_id] = value
+        for field_id, value in (info or {}).items():  # a callable value is made from the record (its ALTs)
+            rec.INFO[field_id] = value(rec) if callable(value) else value
         entries = self._per_alt_entries(rec, alleles) if alleles else None
         if entries and len(rec.ALT) == 1:  # one value per field: set in place, every other value untouched
             for field_id, value in entries:

@@ -462,13 +462,18 @@ def _outputs(out, tsv, skipped_tsv, out_vcf):
 
 def _info(site: Site, genes: list[int], table: GeneTable, scored: dict[int, list[DeltaScores]]) -> dict:
     """The record's SpliceAI INFO value: ALT-major, genes in table order; none when it has no entry."""
-    entries = []
+    entries = []  # (ALT index, gene, delta scores or None)
     mnv = {i for i, _, reason in site.skipped if reason == "spliceai_mnv"}
-    for i, alt in sorted([*site.alts, *((i, a) for i, a, _ in site.skipped if i in mnv)]):
+    for i, _ in sorted([*site.alts, *((i, a) for i, a, _ in site.skipped if i in mnv)]):
         for k, row in enumerate(genes):
-            name = str(table.names[row])
-            entries.append(scored[i][k].info(alt, name) if i in scored else unscored_info(alt, name))
-    return {INFO.id: ",".join(entries)} if entries else {}
+            entries.append((i, str(table.names[row]), scored[i][k] if i in scored else None))
+    if not entries:
+        return {}
+
+    def text(rec) -> str:  # the ALT as the record writes it (the package copies it, lower case included)
+        return ",".join(unscored_info(rec.ALT[i], name) if ds is None else ds.info(rec.ALT[i], name)
+                        for i, name, ds in entries)
+    return {INFO.id: text}
 
 
 def score_spliceai(vcf, fasta, *, weights=None, out=None, tsv=None, tsv_long=None, skipped_tsv=None, out_vcf=None,
