@@ -322,6 +322,9 @@ def test_annotation_is_required(small):
      "line 2: TX_START must be an integer, got 'ten'"),
     ("#NAME\tCHROM\tSTRAND\tTX_START\tTX_END\tEXON_START\tEXON_END\nG\tchr2\t+\t10\t20\t10,15,\t20,\n",
      "line 2: EXON_START and EXON_END must list the same number"),
+    # one field too many: pandas took column 1 as the index and the error named the wrong column
+    ("#NAME\tCHROM\tSTRAND\tTX_START\tTX_END\tEXON_START\tEXON_END\nG\tchr2\t+\t10\t20\t10,\t20,\tx\n",
+     "has a row with more fields than its header line"),
 ])
 def test_bad_annotation_file(small, text, message):
     (small / "genes.txt").write_text(text)

@@ -9,6 +9,7 @@ run reads (``--annotation``) is decided in :mod:`varfx.backends.spliceai`.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +45,11 @@ class GeneTable:
     @staticmethod
     def _read(path: Path) -> pd.DataFrame:
         try:
-            df = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+            with warnings.catch_warnings():  # a row longer than the header: pandas would warn and drop fields
+                warnings.simplefilter("error", pd.errors.ParserWarning)
+                df = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, index_col=False)
+        except pd.errors.ParserWarning:
+            raise InputError(f"{path} has a row with more fields than its header line: {_TABLE_FORMAT}") from None
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
             raise InputError(f"{path} cannot be read as a gene table ({str(exc).splitlines()[0]}): {_TABLE_FORMAT}")
         missing = [c for c in TABLE_COLUMNS if c not in df.columns]
