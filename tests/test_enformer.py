@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import re
 
 import numpy as np
 import pytest
@@ -162,6 +163,66 @@ def test_safetensors_folder(small_port, tmp_path):
     from varfx.backends.weights import read_safetensors
     back = read_safetensors(ckpt / "model.safetensors")
     assert set(back) == set(state) and all(torch.equal(back[k], state[k]) for k in state)
+
+
+def test_config_values_are_checked(small_port):
+    """config.json values that the model cannot use are one-line errors naming the key; target_length -1
+    (the port's "no crop") keeps all 8 tower positions; a crop that is not the same at both ends (8 - 3 = 5
+    positions) is refused rather than mapped half a bin off."""
+    _, ckpt = small_port
+    good = json.loads((ckpt / "config.json").read_text())
+    for change, message in (({"dim": "48"}, "dim must be a positive whole number, not '48'"),
+                            ({"sequence_length": 1088}, "sequence_length 1,088 is not a whole number of 128-bp bins"),
+                            ({"target_length": 3}, "target_length 3 does not fit the 8 bins of a 1,024-bp input"),
+                            ({"target_length": 9}, "target_length 9 does not fit"),
+                            ({"target_length": -2}, "target_length must be a positive whole number or -1"),
+                            ({"output_heads": {"human": "many"}}, "output_heads must map head names")):
+        (ckpt / "config.json").write_text(json.dumps({**good, **change}))
+        with pytest.raises(ModelError, match=re.escape(message)):
+            load_backend("enformer", [str(ckpt)])
+    (ckpt / "config.json").write_text(json.dumps([1, 2, 3]))
+    with pytest.raises(ModelError, match="must hold a JSON object of settings, not a list"):
+        load_backend("enformer", [str(ckpt)])
+    (ckpt / "config.json").write_text(json.dumps({**good, "target_length": -1}))
+    b = load_backend("enformer", [str(ckpt)])
+    assert (b.geometry.output_bins, b.geometry.bin_offset) == (8, 0)
+    with torch.no_grad():
+        assert b.predict(random_one_hot(1, SMALL_LENGTH)).shape == (1, 8, 5313)
+
+
+def test_damaged_weight_files_are_one_line_errors(tmp_path):
+    """A safetensors file cut short, with a header that is no object, an entry without dtype or a header
+    length past the end; an empty .bin (torch's error message is empty): each a ModelError naming the file."""
+    import struct
+    from varfx.backends.weights import read_state_dict
+
+    def safetensors(name, header, body):
+        raw = json.dumps(header).encode()
+        path = tmp_path / name
+        path.write_bytes(struct.pack("<Q", len(raw)) + raw + body)
+        return path
+
+    w = torch.arange(6, dtype=torch.float32).reshape(2, 3)
+    good = {"w": {"dtype": "F32", "shape": [2, 3], "data_offsets": [0, 24]}}
+    assert torch.equal(read_state_dict(safetensors("good.safetensors", good, w.numpy().tobytes()))["w"], w)
+    cases = [
+        (safetensors("cut.safetensors", good, w.numpy().tobytes()[:12]), "is cut short or damaged"),
+        (safetensors("list.safetensors", [1, 2], b""), "its header is not a JSON object"),
+        (safetensors("nodtype.safetensors", {"w": {"shape": [2, 3], "data_offsets": [0, 24]}},
+                     w.numpy().tobytes()), "lacks dtype, shape or data_offsets"),
+        (safetensors("size.safetensors", {"w": {"dtype": "F32", "shape": [2, 4], "data_offsets": [0, 24]}},
+                     w.numpy().tobytes()), "should take bytes 0-24 (32 for shape (2, 4))"),
+    ]
+    huge = tmp_path / "huge.safetensors"
+    huge.write_bytes(struct.pack("<Q", 2 ** 63) + b"{}")
+    cases.append((huge, "is cut short or not a safetensors file"))
+    empty = tmp_path / "empty.bin"
+    empty.write_bytes(b"")
+    cases.append((empty, "is not a PyTorch state dict that loads with weights_only=True"))
+    for path, message in cases:
+        with pytest.raises(ModelError, match=re.escape(message)) as err:
+            read_state_dict(path)
+        assert str(path) in str(err.value) and "\n" not in str(err.value)
 
 
 @pytest.mark.slow

@@ -9,6 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 import varfx
+from varfx.errors import OptionError
 from varfx.cli import cli
 
 import reference as R
@@ -165,6 +166,26 @@ def test_track_selection_writes_only_selected(case):
     varfx.score_vcf(case["vcf"], case["fasta"], "torchscript", [str(case["weights"])], t / "re.h5",
                     tracks="track [02]$", float32=True)
     assert list(varfx.read_scores(t / "re.h5").tracks["id"]) == ["t0", "t2"]
+
+
+def test_track_selections_that_select_nothing_or_are_mistyped(case, tmp_path):
+    """Each is a one-line error before any output exists: an identifier file naming no track (it crashed in
+    h5py), a backwards range, index-list typos that would otherwise be read as regular expressions (``-1``
+    matched descriptions containing "-1"), and a file name that does not exist."""
+    from varfx.tracks import select_tracks
+    table = pd.DataFrame({"id": [f"t{i}" for i in range(6)], "description": ["a-1", "b,c", "x", "y", "z", "w"]})
+    assert select_tracks(table, "0,2-3,3") == [0, 2, 3]
+    empty = tmp_path / "ids.txt"
+    empty.write_text("# none chosen\n\n")
+    for spec, message in ((str(empty), "names no track identifier"), ("3-1", "the range 3-1 runs backwards"),
+                          ("-1", "is not an index list"), (",", "is not an index list"),
+                          ("1,,2", "is not an index list"), ("ids/missing.txt", "as a file of identifiers, it does "
+                                                                               "not exist")):
+        with pytest.raises(OptionError, match=message):
+            select_tracks(table, spec)
+    code, msg = _err(["score", str(case["vcf"]), "--fasta", str(case["fasta"]), "--backend", "torchscript",
+                      "--weights", str(case["weights"]), "--tracks", str(empty), "--out", str(tmp_path / "e.h5")])
+    assert code == 2 and "names no track identifier" in msg and not list(tmp_path.glob("e.h5*"))
 
 
 @pytest.mark.parametrize("batch", [1, 2, 7, 1000])

@@ -131,6 +131,13 @@ def test_align_bins_snv_variant_margin():
     assert rb[0][m[0]].tolist() == [4, 5]  # [32, 37) reaches bin 5
     rb, ab, m = align_bins(geom, BinSelection("center", count=2), np.array([1]), np.array([0]))
     assert rb[0].tolist() == [3, 4] and m.all()
+    # with an even number of bins, an odd K is centred on the variant's bin 4 (it was 3 for K = 1)
+    for k, want in ((1, [4]), (3, [3, 4, 5]), (8, list(range(8))), (7, [1, 2, 3, 4, 5, 6, 7])):
+        rb, _, m = align_bins(geom, BinSelection("center", count=k), np.array([1]), np.array([0]))
+        assert rb[0].tolist() == want and m.all(), k
+    odd = Geometry(60, 7, 4, 16)  # 7 bins of [16, 44): the centre base 30 is in bin 3 = 7 // 2
+    rb, _, _ = align_bins(odd, BinSelection("center", count=1), np.array([1]), np.array([0]))
+    assert rb[0].tolist() == [(30 - 16) // 4] == [3]
     rb, ab, m = align_bins(geom, BinSelection("all"), np.array([1]), np.array([0]))
     assert rb[0].tolist() == list(range(8)) and (rb == ab).all()
 

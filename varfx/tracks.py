@@ -28,13 +28,20 @@ def select_tracks(table: pd.DataFrame, spec: str | None) -> list[int]:
         for part in spec.split(","):
             lo, _, hi = part.strip().partition("-")
             a, b = int(lo), int(hi) if hi else int(lo)
-            if b < a or b >= n:
+            if b < a:
+                raise OptionError(f"--tracks {spec!r}: the range {part.strip()} runs backwards (write {b}-{a})")
+            if b >= n:
                 raise OptionError(f"--tracks {spec!r}: {part.strip()} is outside 0..{n - 1}")
             chosen.update(range(a, b + 1))
         return sorted(chosen)
+    if re.fullmatch(r"[\s\d,-]+", spec):  # "-1", ",", "3,,4": a mistyped index list, not a regular expression
+        raise OptionError(f"--tracks {spec!r} is not an index list: give indices and ranges from 0 to {n - 1}, "
+                          "e.g. 0,5,10-19")
     path = Path(spec)
     if path.is_file():
         wanted = [line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
+        if not wanted:
+            raise OptionError(f"--tracks {path}: the file names no track identifier (one per line)")
         index = {tid: i for i, tid in enumerate(table["id"])}
         missing = [w for w in wanted if w not in index]
         if missing:
@@ -47,7 +54,9 @@ def select_tracks(table: pd.DataFrame, spec: str | None) -> list[int]:
         raise OptionError(f"--tracks {spec!r} is not an index list, a file or a valid regular expression ({exc})")
     hits = [i for i, d in enumerate(table["description"]) if pattern.search(str(d))]
     if not hits:
-        raise OptionError(f"--tracks {spec!r} matches no track description (list them with `varfx tracks`)")
+        looks_like_file = "/" in spec or re.search(r"\.(txt|tsv|csv|list|ids)$", spec)
+        raise OptionError(f"--tracks {spec!r} matches no track description (list them with `varfx tracks`)"
+                          + ("; as a file of identifiers, it does not exist" if looks_like_file else ""))
     return hits
 
 

@@ -114,7 +114,7 @@ def align_bins(geom: Geometry, sel: BinSelection, ref_len: np.ndarray, delta: np
         base_mask = np.ones((v, nb), dtype=bool)
     elif sel.mode == "center":
         k = min(sel.count, nb)
-        first = (nb - k) // 2
+        first = min(nb // 2 - k // 2, nb - k)  # centred on bin nb // 2 (the centre base's, for a centred output)
         ref_bins = np.broadcast_to(bins[first:first + k], (v, k)).copy()
         base_mask = np.ones((v, k), dtype=bool)
     else:

@@ -103,6 +103,42 @@ def locate(weights: list[str]) -> tuple[Path, dict]:
     return p, config
 
 
+def checked_config(config, path: Path) -> tuple[EnformerConfig, int]:
+    """A config.json's settings checked (one-line errors naming the key) -> (config, sequence length).
+
+    The input length must be a whole number of bins (2^num_downsamples bp: every attention pooling halves
+    an even length), and the crop to target_length bins must take the same number of bins from each end,
+    as the output's geometry assumes; target_length -1 (enformer-pytorch's "no crop") keeps every bin."""
+    where = f"{Path(path).parent / 'config.json'}"
+    if not isinstance(config, dict):
+        raise ModelError(f"{where} must hold a JSON object of settings, not a {type(config).__name__}")
+    for key in ("dim", "depth", "heads", "attn_dim_key", "num_downsamples", "dim_divisible_by", "sequence_length"):
+        v = config.get(key)
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+            raise ModelError(f"{where}: {key} must be a positive whole number, not {v!r}")
+    t = config.get("target_length")
+    if t is not None and (not isinstance(t, int) or isinstance(t, bool) or (t < 1 and t != -1)):
+        raise ModelError(f"{where}: target_length must be a positive whole number or -1 (no crop), not {t!r}")
+    heads = config.get("output_heads")
+    if heads is not None and (not isinstance(heads, dict) or not heads or not all(
+            isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v > 0 for k, v in heads.items())):
+        raise ModelError(f"{where}: output_heads must map head names to track counts, e.g. "
+                         '{"human": 5313, "mouse": 1643}')
+    cfg = EnformerConfig.from_dict(config)
+    length = config.get("sequence_length", SEQUENCE_LENGTH)
+    bs = 2 ** cfg.num_downsamples
+    if length % bs:
+        raise ModelError(f"{where}: sequence_length {length:,} is not a whole number of {bs}-bp bins "
+                         f"(the conv tower halves the length {cfg.num_downsamples} times)")
+    n = length // bs
+    if cfg.target_length == -1:
+        cfg.target_length = n
+    if cfg.target_length > n or (n - cfg.target_length) % 2:
+        raise ModelError(f"{where}: target_length {cfg.target_length} does not fit the {n} bins of a "
+                         f"{length:,}-bp input with as many bins cropped from each end")
+    return cfg, length
+
+
 def targets(head: str) -> pd.DataFrame:
     """The shipped track table of a head: id (ENCODE/FANTOM accession), description, and the rest."""
     with resources.files("varfx").joinpath(f"data/enformer/targets_{head}.txt").open() as fh:
@@ -122,7 +158,7 @@ class EnformerBackend(Backend):
         super().__init__()
         reject_options(self.name, options)
         path, config = locate(weights)
-        cfg = EnformerConfig.from_dict(config)
+        cfg, length = checked_config(config, path)
         if head not in cfg.output_heads:
             raise OptionError(f"--head {head!r}: the model's heads are {', '.join(cfg.output_heads)}")
         self.head_name = head
@@ -130,12 +166,8 @@ class EnformerBackend(Backend):
         self.model = Enformer(cfg).eval()
         load_state_dict_checked(self.model, translate_keys(read_state_dict(path)), str(path))
         self.weight_files = [path] + ([path.parent / "config.json"] if (path.parent / "config.json").is_file() else [])
-        length = int(config.get("sequence_length", SEQUENCE_LENGTH))
         bs = self.model.bin_size
-        span = cfg.target_length * bs
-        if (length - span) % 2 or length < span:
-            raise ModelError(f"sequence_length {length} does not hold {cfg.target_length} bins of {bs} bp centred")
-        self.geometry = Geometry(length, cfg.target_length, bs, (length - span) // 2)
+        self.geometry = Geometry(length, cfg.target_length, bs, (length - cfg.target_length * bs) // 2)
         self.tracks = self.track_table_for(head, cfg.output_heads[head])
         self.strand_pairs = []
         self._rows = None

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import json
+import math
 import struct
 from pathlib import Path
 
@@ -28,21 +29,35 @@ def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     if len(data) < 8:
         raise ModelError(f"{path} is not a safetensors file (too short)")
     (n,) = struct.unpack("<Q", data[:8])
+    if 8 + n > len(data):
+        raise ModelError(f"{path} is cut short or not a safetensors file (its header would end at byte {8 + n:,} "
+                         f"of {len(data):,})")
     try:
         header = json.loads(data[8:8 + n])
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise ModelError(f"{path} is not a safetensors file (bad header)")
+    if not isinstance(header, dict):
+        raise ModelError(f"{path} is not a safetensors file (its header is not a JSON object)")
     body = memoryview(data)[8 + n:]
     out = {}
     for name, info in header.items():
         if name == "__metadata__":
             continue
-        dtype = _DTYPES.get(info["dtype"])
+        try:
+            dtype_name, shape, (lo, hi) = info["dtype"], [int(d) for d in info["shape"]], info["data_offsets"]
+        except (TypeError, KeyError, ValueError):
+            raise ModelError(f"{path}: the header entry of tensor {name} lacks dtype, shape or data_offsets "
+                             "(a damaged file?)") from None
+        dtype = _DTYPES.get(dtype_name)
         if dtype is None:
-            raise ModelError(f"{path}: tensor {name} has dtype {info['dtype']}, which varfx cannot read")
-        lo, hi = info["data_offsets"]
+            raise ModelError(f"{path}: tensor {name} has dtype {dtype_name}, which varfx cannot read")
+        size = dtype.itemsize * math.prod(shape)
+        if not (0 <= lo <= hi <= len(body)) or hi - lo != size:
+            raise ModelError(f"{path}: tensor {name} should take bytes {lo:,}-{hi:,} ({size:,} for shape "
+                             f"{tuple(shape)}) but the file holds {len(body):,} after its header: it is cut short "
+                             "or damaged")
         t = torch.frombuffer(bytearray(body[lo:hi]), dtype=dtype) if hi > lo else torch.empty(0, dtype=dtype)
-        out[name] = t.reshape(info["shape"])
+        out[name] = t.reshape(shape)
     return out
 
 
@@ -55,9 +70,9 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         return read_safetensors(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle errors, zip errors, unsafe objects
-        raise ModelError(f"{path} is not a PyTorch state dict that loads with weights_only=True "
-                         f"({str(exc).strip().splitlines()[0]})")
+    except Exception as exc:  # pickle errors, zip errors, unsafe objects; an empty file's message is empty
+        why = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ModelError(f"{path} is not a PyTorch state dict that loads with weights_only=True ({why})") from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
