@@ -76,15 +76,17 @@ def ensemble(model, seq, pos, ref, alt, length, bin_size, shifts=(0,), rc=False)
     return average_realigned(preds_r), average_realigned(preds_a)
 
 
-def aligned_pairs(sel, k: int, c: int, bins: int, bin_size: int, offset: int) -> list[tuple[int, int]]:
+def aligned_pairs(sel, k: int, c: int, bins: int, bin_size: int, offset: int, ref_len: int = 1,
+                  alt_len: int = 1) -> list[tuple[int, int]]:
     """(REF bin, ALT bin) pairs as windows.md defines them: a bin that starts right of the variant (window
-    index c) moves by k bins; a pair is kept when its ALT bin is in the output and, for such a moved bin,
-    still starts right of the variant (a deletion's deleted bases have no ALT counterpart)."""
+    index c) moves by k bins; a pair is kept when its ALT bin is in the output and its REF bin is not made
+    only of a deletion's deleted bases, window positions [c + alt_len, c + ref_len)."""
     pairs = []
     for j in sel:
-        right = offset + j * bin_size > c
-        ja = j + k if right else j
-        if 0 <= ja < bins and (not right or offset + ja * bin_size > c):
+        start = offset + j * bin_size
+        ja = j + k if start > c else j
+        deleted = alt_len < ref_len and start >= c + alt_len and start + bin_size <= c + ref_len
+        if 0 <= ja < bins and not deleted:
             pairs.append((j, ja))
     return pairs
 
@@ -99,7 +101,7 @@ def stats(ref_pred, alt_pred, ref_len, alt_len, length, bins, bin_size, offset, 
         sel = [j for j in range(bins) if offset + j * bin_size < hi and offset + (j + 1) * bin_size > lo]
     d = alt_len - ref_len
     k = shift_bins(d, bin_size)
-    pairs = [(j, ja) for j, ja in aligned_pairs(sel, k, c, bins, bin_size, offset)]
+    pairs = aligned_pairs(sel, k, c, bins, bin_size, offset, ref_len, alt_len)
     r = torch.stack([ref_pred[j] for j, _ in pairs]).double()
     a = torch.stack([alt_pred[ja] for _, ja in pairs]).double()
     return {
@@ -117,7 +119,7 @@ def profile_stats(ref_pred, alt_pred, ref_len, alt_len, length, bins, bin_size, 
     c = length // 2
     d = alt_len - ref_len
     k = shift_bins(d, bin_size)
-    pairs = aligned_pairs(range(bins), k, c, bins, bin_size, offset)
+    pairs = aligned_pairs(range(bins), k, c, bins, bin_size, offset, ref_len, alt_len)
     r = np.array([[float(ref_pred[j, t]) for t in tracks] for j, _ in pairs]).ravel()
     a = np.array([[float(alt_pred[ja, t]) for t in tracks] for _, ja in pairs]).ravel()
     qtl = np.sqrt(((a - r) ** 2).sum())

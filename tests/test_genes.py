@@ -102,10 +102,12 @@ def brute_pairs(tss_table, contig, pos, geom, margin, delta=0):
     for gid, (tss, bins) in out.items():
         k = int(np.sign(delta) * np.floor(abs(delta) / geom.bin_size + 0.5))  # nearest whole bins, halves out
         pairs = []
-        right = lambda j: geom.bin_offset + j * geom.bin_size > geom.center  # noqa: E731
+        c, bs = geom.center, geom.bin_size
         for b in sorted(bins):
-            a = b + k if right(b) else b  # a moved bin must stay right of the variant (not deleted bases)
-            pairs.append((b, a if 0 <= a < geom.output_bins and (right(a) or not right(b)) else None))
+            start = geom.bin_offset + b * bs
+            a = b + k if start > c else b
+            deleted = delta < 0 and start >= c + 1 and start + bs <= c + 1 - delta  # REF = anchor + |delta| bases
+            pairs.append((b, a if 0 <= a < geom.output_bins and not deleted else None))
         res[gid] = (sorted(tss), pairs)
     return res
 

@@ -61,7 +61,7 @@ def aligned(alt_pred, d):
     """For each REF bin, the ALT bin the statistics compare it with (docs/windows.md), NaN where none."""
     k = R.shift_bins(d, BIN_SIZE)
     out = np.full(alt_pred.shape, np.nan, dtype=np.float32)
-    for j, ja in R.aligned_pairs(range(BINS), k, LENGTH // 2, BINS, BIN_SIZE, OFFSET):
+    for j, ja in R.aligned_pairs(range(BINS), k, LENGTH // 2, BINS, BIN_SIZE, OFFSET, 1 - min(d, 0), 1 + max(d, 0)):
         out[j] = alt_pred[ja]
     return out
 
@@ -88,7 +88,7 @@ def test_variant_plot_draws_an_independent_prediction(scored, vid, pos, ref_len,
     assert list(res.bin_start) == [pos - LENGTH // 2 + OFFSET + j * BIN_SIZE for j in range(BINS)]
     lo, hi = LENGTH // 2 - 8, LENGTH // 2 + ref_len + 8  # --bins variant:8 in window coordinates
     paired = dict(R.aligned_pairs(range(BINS), R.shift_bins(alt_len - ref_len, BIN_SIZE), LENGTH // 2, BINS,
-                                  BIN_SIZE, OFFSET))  # a deletion's deleted bases have no ALT bin
+                                  BIN_SIZE, OFFSET, ref_len, alt_len))  # bins of deleted bases only: no ALT bin
     summed = [OFFSET + j * BIN_SIZE < hi and OFFSET + (j + 1) * BIN_SIZE > lo and j in paired for j in range(BINS)]
     assert sum(summed) >= 3
     assert list(res.summed) == summed

@@ -148,10 +148,10 @@ def test_align_bins_indels_shift_right_side():
     # +8 bp insertion: right-side bins j compare with ALT bin j+2; those past the end drop out
     assert ab[0].tolist()[:5] == [0, 1, 2, 3, 4]
     assert ab[0][5] == 7 and m[0].tolist() == [True] * 6 + [False, False]
-    # -8 bp deletion: right-side bins compare with ALT bin j-2, except where that ALT bin is not right of the
-    # variant (bins 5 and 6 hold the deleted bases; ALT bins 3 and 4 are already paired with REF bins 3 and 4)
-    assert ab[1][7] == 5 and m[1].tolist() == [True] * 5 + [False, False, True]
-    assert sorted(ab[1][m[1]].tolist()) == [0, 1, 2, 3, 4, 5]  # each ALT bin at most once
+    # -8 bp deletion (REF = anchor + 8 bases, window [33, 41) deleted): right-side bins compare with ALT bin
+    # j-2, except bin 5 = [36, 40), made only of deleted bases; bin 6 = [40, 44) holds shared 41-43, which ALT
+    # bin 4 holds too
+    assert ab[1][6:].tolist() == [4, 5] and m[1].tolist() == [True] * 5 + [False, True, True]
     # +1 bp rounds to no shift; +2 (half a bin) rounds away from zero to +1
     assert (ab[2] == rb[2]).all()
     assert ab[3][5] == 6 and ab[3][4] == 4

@@ -169,7 +169,7 @@ class GeneIndex:
         base_mask = np.take_along_axis(cover, ref_bins, axis=1)
         pv = var[first]
         from .windows import alt_counterparts
-        alt_bins, mask = alt_counterparts(geom, ref_bins, base_mask, delta[pv])
+        alt_bins, mask = alt_counterparts(geom, ref_bins, base_mask, delta[pv], ref_len[pv])
         # the TSS nearest the variant (ties: the lower coordinate), its strand-aware distance
         dist = pos[var] - at
         near = np.lexsort((at, np.abs(dist), pair))

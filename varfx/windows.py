@@ -14,8 +14,8 @@ Conventions (docs/windows.md has the pictures):
   or before the variant are compared with the same ALT bin; REF bins that start
   after it are compared with ALT bin ``j + k``, ``k = round(d / bin_size)``
   (``d = len(ALT) - len(REF)``, halves away from zero).  Pairs whose ALT bin
-  falls outside the output, or does not start right of the variant (a deletion's
-  deleted bases), are left out of both sums: each ALT bin is used at most once.
+  falls outside the output, and a deletion's REF bins made only of deleted
+  bases (which ALT lacks), are left out of both sums.
 """
 
 from __future__ import annotations
@@ -126,21 +126,25 @@ def align_bins(geom: Geometry, sel: BinSelection, ref_len: np.ndarray, delta: np
         ref_bins = first[:, None] + np.arange(width)[None, :]
         base_mask = ref_bins < last[:, None]
         ref_bins = np.minimum(ref_bins, nb - 1)
-    return (ref_bins, *alt_counterparts(geom, ref_bins, base_mask, delta))
+    return (ref_bins, *alt_counterparts(geom, ref_bins, base_mask, delta, ref_len))
 
 
-def alt_counterparts(geom: Geometry, ref_bins: np.ndarray, base_mask: np.ndarray, delta: np.ndarray):
+def alt_counterparts(geom: Geometry, ref_bins: np.ndarray, base_mask: np.ndarray, delta: np.ndarray,
+                     ref_len: np.ndarray):
     """The ALT bins aligned with (V, K) REF bins: bins right of the variant move by the indel's length
     in whole bins (``delta`` = len(ALT) − len(REF), divided by the bin size and rounded to the nearest
     whole number, halves away from zero: docs/windows.md).  Returns ``(alt_bins, mask)``; masked:
-    pairs whose ALT bin falls outside the output, and a deletion's REF bins whose ALT bin would not be
-    right of the variant (deleted sequence, which ALT lacks: that ALT bin has its own REF bin), as no
-    REF bin points to an insertion's inserted bins."""
+    pairs whose ALT bin falls outside the output, and a deletion's REF bins made only of deleted bases
+    (window ``[c + len(ALT), c + len(REF))``), which ALT lacks; no REF bin points to an insertion's
+    inserted bases either."""
     nb, bs, off, c = geom.output_bins, geom.bin_size, geom.bin_offset, geom.center
     k_shift = round_away(delta / bs)
-    right = (off + ref_bins * bs) > c
+    start = off + ref_bins * bs
+    right = start > c
     alt_bins = ref_bins + np.where(right, k_shift[:, None], 0)
-    mask = base_mask & (alt_bins >= 0) & (alt_bins < nb) & (~right | ((off + alt_bins * bs) > c))
+    alt_len = (ref_len + delta)[:, None]
+    deleted = (delta < 0)[:, None] & (start >= c + alt_len) & (start + bs <= c + ref_len[:, None])
+    mask = base_mask & (alt_bins >= 0) & (alt_bins < nb) & ~deleted
     return np.clip(alt_bins, 0, nb - 1), mask
 
 
