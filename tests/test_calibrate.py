@@ -416,6 +416,24 @@ def test_mismatched_runs_are_refused(world, small_cals, tmp_path):
     assert not (tmp_path / "x.h5.parts").exists()
 
 
+def test_other_varfx_outputs_are_refused_as_backgrounds(world, tmp_path):
+    """An ISM output given to calibrate --from (a KeyError traceback) or to score --calibration (whose message
+    told the user to calibrate from it) is named for what it is; --seed is not negative."""
+    fa, model = world["fasta"], world["model"]
+    ism = tmp_path / "ism.h5"
+    r = run_cli(["ism", "--region", "chr1:1000-1001", "--fasta", fa, *model, "--out", ism, "-q"])
+    assert r.exit_code == 0, r.output
+    msg = one_line_error(run_cli(["calibrate", "--from", ism, "--out", tmp_path / "c.h5"]), 1)
+    assert "holds in silico mutagenesis (varfx ism), not variant scores: a calibration reads" in msg
+    msg = one_line_error(run_cli(["score", world["query"], "--fasta", fa, *model, "--calibration", ism,
+                                  "--out", tmp_path / "s.h5"]), 1)
+    assert "is not a varfx calibration file: it is another kind of varfx output" in msg
+    msg = one_line_error(run_cli(["calibrate", "--random", 10, "--seed", -1, "--fasta", fa, *model,
+                                  "--out", tmp_path / "c.h5"]), 2)
+    assert "-1 is not in the range x>=0" in msg
+    assert not list(tmp_path.glob("c.h5*")) and not list(tmp_path.glob("s.h5*"))
+
+
 def test_bad_inputs(world, tmp_path):
     fa, model = world["fasta"], world["model"]
     msg = one_line_error(run_cli(["calibrate", "--random", 0, "--fasta", fa, *model, "--out", tmp_path / "c.h5"]), 2)

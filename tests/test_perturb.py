@@ -430,6 +430,15 @@ def test_example_with_rc_and_shifts(tmp_path):
     np.testing.assert_allclose(nec[nec.distance_to_tss.abs() >= 192].effect.to_numpy(), 0, atol=1e-5)
 
 
+def test_zero_wild_type_activity_reports_nan_effects(world):
+    """A model whose activity is 0 everywhere: the effects are NaN, the report says why, the run succeeds
+    (the report used to crash on the all-NaN interactions)."""
+    table, out, output = run(world, model(world, "zero", 0.0, 0.0, 0.0, b0=0.0), name="zero")
+    assert "the wild-type activity is 0: normalised effects are undefined (NaN)" in output
+    assert (table.activity == 0).all() and table.effect.isna().all()
+    assert "largest interaction" not in output and out.exists()
+
+
 # -- bad inputs ----------------------------------------------------------------------------------------
 
 
@@ -453,6 +462,8 @@ def test_example_with_rc_and_shifts(tmp_path):
     (["--shuffles", "0"], 2, "--shuffles 0"),
     (["--tss-margin", "0"], 2, "--tss-margin 0"),
     (["--no-out"], 2, "nothing to write"),
+    (["--tss", "chr1:,"], 2, "is not of the form CHROM:POS"),
+    (["--seed", "-1"], 2, "-1 is not in the range x>=0"),
 ])
 def test_bad_inputs(world, args, code, message):
     w = model(world, "bad", 1.0, 1.0, 0.0)

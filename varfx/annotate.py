@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import InputError, OptionError
-from .results import open_complete, strings
+from .results import open_complete, require_variant_scores, strings
 from .scores import PROFILE_STATS, STATS, track_summaries
 from .tracks import select_tracks
 from .vcfout import AnnotatedVCFWriter, InfoField, check_header, vcf_mode
@@ -255,6 +255,7 @@ def _skipped_rows(g, width: int, chunk: int = 65536):
 
 
 def _check_file(f, path: Path, settings: dict) -> None:
+    require_variant_scores(f, path, "VCF annotation")
     if str(f.attrs.get("shard", "") or ""):
         raise InputError(f"{path} is shard {f.attrs['shard']} of a run: merge the shards first "
                          f"(varfx merge … --out scores.h5) and annotate the merged file")

@@ -58,7 +58,7 @@ def _string_list(ds) -> list[str]:
 
 
 def _open_scores(path, stack: ExitStack):
-    from .results import open_complete
+    from .results import open_complete, require_variant_scores
 
     path = Path(path)
     if path.is_file() and h5py.is_hdf5(path):
@@ -67,6 +67,7 @@ def _open_scores(path, stack: ExitStack):
                 raise InputError(f"{path} is a calibration, not background scores: give the score files of the "
                                  "background runs")
     f = stack.enter_context(open_complete(path))
+    require_variant_scores(f, path, "a calibration")
     settings = json.loads(f.attrs["settings"])
     if "samples" in f:
         raise InputError(f"{path} holds per-sample scores (--genotypes): calibrate from runs without --genotypes")
@@ -289,7 +290,9 @@ def open_calibration(path) -> Calibration:
         with h5py.File(path, "r") as f:
             if "varfx_calibration" not in f.attrs:
                 hint = (f": it is a scores file; make a calibration from it with `varfx calibrate --from {path} "
-                        "--out cal.h5`" if "settings" in f.attrs else " (made by `varfx calibrate`)")
+                        "--out cal.h5`" if "settings" in f.attrs and "snp" in f
+                        else ": it is another kind of varfx output" if "settings" in f.attrs
+                        else " (made by `varfx calibrate`)")
                 raise InputError(f"{path} is not a varfx calibration file{hint}")
             if int(f.attrs["varfx_calibration"]) != FORMAT or not bool(f.attrs.get("complete", False)):
                 raise InputError(f"{path} is an unfinished calibration or of another varfx version: make it again")

@@ -432,7 +432,7 @@ def annotate(scores, vcf, out_vcf, vcf_stats, vcf_tracks):
               help="Tile (index) the distance test moves (default: the most sufficient).")
 @click.option("--tss-margin", type=int, default=1, show_default=True,
               help="Activity = bins overlapping the TSS ± this many bp (1: the bins either side of it).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the shuffles.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of the shuffles.")
 @inference_options
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def perturb(tss, fasta, backend, weights, out, tsv, tracks, tests, tile_size, shuffles, top_k, greedy_find,
@@ -465,7 +465,7 @@ def _backend_optional(f):
 @click.option("--fasta", type=click.Path(dir_okay=False), help="Reference genome FASTA (to draw and score).")
 @_backend_optional
 @click.option("--random", "n_random", type=int, metavar="N", help="Draw N random SNVs from --fasta as the background.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of --random.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of --random.")
 @click.option("--match", type=click.Path(dir_okay=False),
               help="With --random: match Ti/Tv and flank GC to the SNVs of this VCF (docs/calibration.md).")
 @click.option("--contigs", metavar="LIST", help="With --random: draw from these contigs only (comma list).")

@@ -131,7 +131,7 @@ def tss_bins(geom, margin: int) -> tuple[int, int]:
 
 def parse_tss(text: str) -> tuple[str, int]:
     """'chr1:1,000,000' -> ('chr1', 1000000): a contig and a 1-based position."""
-    m = re.fullmatch(r"\s*([^:\s]+):([\d,]+)\s*", text or "")
+    m = re.fullmatch(r"\s*([^:\s]+):(\d[\d,]*)\s*", text or "")
     if not m:
         raise OptionError(f"--tss {text!r} is not of the form CHROM:POS (1-based, e.g. chr1:1000000)")
     return m.group(1), int(m.group(2).replace(",", ""))
@@ -549,11 +549,11 @@ class PerturbSummary:
             lines.append(f"context: activity {ctx.activity.iloc[0]:.6g}, effect {ctx.effect.iloc[0]:.4g} "
                          f"({ctx['class'].iloc[0]})")
         for test, word, sign in (("necessity", "most necessary", -1), ("sufficiency", "most sufficient", 1)):
-            part = t[t.test == test]
+            part = t[(t.test == test) & t.delta.notna()]
             if len(part):  # the largest drop / gain in activity
                 best = part.loc[(sign * part.delta).idxmax()]
                 lines.append(f"{word} tile: {best.tile} ({best.start:,}-{best.end:,}), effect {best.effect:.4g}")
-        inter = t[t.test.str.startswith("interaction")]
+        inter = t[t.test.str.startswith("interaction") & t.interaction.notna()]  # NaN when WT is 0
         if len(inter):
             big = inter.loc[inter.interaction.abs().idxmax()]
             lines.append(f"largest interaction: tiles {big.tile}, {big.interaction:.4g} of WT")

@@ -53,6 +53,16 @@ def open_complete(path, whole: str | None = None) -> h5py.File:
     return f
 
 
+def require_variant_scores(f: h5py.File, path, what: str) -> None:
+    """A one-line error when a finished varfx file is not the output of ``varfx score`` (variant scores)."""
+    if "snp" in f:
+        return
+    kind = ("in silico mutagenesis (varfx ism)" if "positions" in f and "ref_code" in f
+            else "perturbation (varfx perturb)" if "tiles" in f and "wild_type" in f
+            else "region predictions (varfx predict)")
+    raise InputError(f"{path} holds {kind}, not variant scores: {what} reads the output of `varfx score`")
+
+
 def read_scores(path) -> Scores:
     with open_complete(path) as f:
         settings = json.loads(f.attrs["settings"])
