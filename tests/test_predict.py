@@ -69,13 +69,17 @@ def test_reference_prediction_matches_the_model(tmp_path, fasta, genome_seqs, to
 
 def test_regions_not_predicted_are_listed(tmp_path, fasta, toy):
     path, _ = toy
+    # chr2 is 500 bp: a region running past its end, or wholly beyond it (a BED of another assembly), was
+    # predicted on N (sums of exactly 0); the last base is fine
     bed = write_bed(tmp_path / "r.bed", [("chr1", 500, 540, "wide"), ("chrZ", 5, 9, "nowhere"),
-                                         ("chr1", 700, 701, "ok")])
+                                         ("chr1", 700, 701, "ok"), ("chr2", 495, 505, "over_end"),
+                                         ("chr2", 600, 610, "beyond"), ("chr2", 499, 500, "last_base")])
     s = predict_regions(bed, fasta, "torchscript", [str(path)], tsv=tmp_path / "p.tsv")
-    assert s.skipped == {"region_outside_output": 1, "unknown_contig": 1}
+    assert s.skipped == {"region_outside_output": 1, "unknown_contig": 1, "outside_contig": 2}
     skipped = (tmp_path / "p.skipped.tsv").read_text().splitlines()
-    assert skipped[1:] == ["chr1\t500\t540\twide\tregion_outside_output", "chrZ\t5\t9\tnowhere\tunknown_contig"]
-    assert len((tmp_path / "p.tsv").read_text().splitlines()) == 2
+    assert skipped[1:] == ["chr1\t500\t540\twide\tregion_outside_output", "chrZ\t5\t9\tnowhere\tunknown_contig",
+                           "chr2\t495\t505\tover_end\toutside_contig", "chr2\t600\t610\tbeyond\toutside_contig"]
+    assert len((tmp_path / "p.tsv").read_text().splitlines()) == 3
 
 
 def _cohort(tmp_path, seqs):

@@ -33,6 +33,7 @@ from .writers import STR, TextTable, _attr_value, append_rows, begin_h5, format_
 
 REGION_SKIPS = {
     "unknown_contig": "the contig is not in the FASTA (after trying chr/no-chr and M/MT aliases)",
+    "outside_contig": "the region runs past the end of the contig (a BED of another assembly?)",
     "region_outside_output": "the region does not fit inside the output bins of a window centred on it",
 }
 
@@ -81,6 +82,9 @@ def place(regions: list[Region], geom, genome) -> None:
     for r in regions:
         if r.contig is None:
             r.reason = "unknown_contig"
+            continue
+        if r.end > genome.length(r.contig):  # BED: 0-based, end exclusive
+            r.reason = "outside_contig"
             continue
         ws = (r.start + r.end) // 2 - c
         first = (r.start - ws - off) // bs
