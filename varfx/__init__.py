@@ -1,6 +1,6 @@
 """varfx: score genetic variants with sequence-to-function deep-learning models."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 from .errors import VarfxError  # noqa: E402
 
