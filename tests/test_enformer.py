@@ -330,6 +330,23 @@ def test_tracks_command_lists_enformer_tracks_offline():
     assert r.exit_code == 2 and "--head 'fish'" in r.output
 
 
+def test_tracks_command_reads_the_checkpoint_heads(small_port):
+    """With --weights, `varfx tracks` lists the checkpoint's heads as a run names them: the small checkpoint's
+    12-track mouse head is not the shipped 1,643-track table."""
+    from click.testing import CliRunner
+    from varfx.cli import cli
+
+    _, ckpt = small_port
+    r = CliRunner().invoke(cli, ["tracks", "--backend", "enformer", "--weights", str(ckpt), "--head", "mouse"])
+    assert r.exit_code == 0, r.output
+    assert r.output.strip().splitlines() == ["index\tid\tdescription"] + [f"{i}\tmouse_{i}\tmouse track {i}"
+                                                                          for i in range(12)]
+    b = load_backend("enformer", [str(ckpt)], head="mouse")
+    assert list(b.tracks["id"]) == [f"mouse_{i}" for i in range(12)]
+    r = CliRunner().invoke(cli, ["tracks", "--backend", "enformer", "--weights", str(ckpt)])
+    assert r.exit_code == 0 and len(r.output.strip().splitlines()) == 1 + 5313  # the human head is the standard
+
+
 def test_score_with_an_unknown_head(small_port, tmp_path):
     from click.testing import CliRunner
     from varfx.cli import cli

@@ -252,6 +252,7 @@ def test_ref_with_n_is_skipped_and_counted(tmp_path, fasta, genome_seqs, toy):
     ("chr1", [], 2, "needs positions: CHROM:START-END"),
     ("chr1:x-5", [], 2, "is not of the form CHROM:START-END"),
     ("chr1:20-10", [], 2, "the end is before the start"),
+    ("chr1:100-101", ["--bins", "center:100"], 2, "--bins center:100: the model has 8 output bins"),
 ])
 def test_bad_regions_are_one_line_errors(tmp_path, fasta, toy, region, extra, code, message):
     weights, _ = toy

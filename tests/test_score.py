@@ -263,6 +263,8 @@ def test_user_errors_are_one_line(case):
     assert "--stat 'XYZ'" in msg
     code, msg = _err(base + ["--shifts", "a,b"])
     assert "--shifts" in msg
+    code, msg = _err(base + ["--bins", "center:9"])  # the toy has 8 bins: it was clamped silently
+    assert code == 2 and "--bins center:9: the model has 8 output bins" in msg
     code, msg = _err(base + ["--shifts", "0,-16"])  # the toy's output spans 8 bins of 4 bp: at most 15 bp
     assert code == 2 and "a shift of 16 bp moves the window by half its output or more (at most 15 bp" in msg
     code, msg = _err(base + ["--tracks", "0,9"])

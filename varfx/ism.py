@@ -181,6 +181,7 @@ def saturation_mutagenesis(region: str, fasta, backend: str | Backend, weights=N
         mr = ModelRun(backend, weights, backend_options, stats, tracks, rc, shifts, precision, batch_size, device,
                       pseudocount)
         geom, predictor = mr.geom, mr.predictor
+        sel.check(geom)
         clen = genome.length(reg.contig)
         if clen < geom.input_length and short_contigs == "error":
             raise OptionError(f"contig {reg.chrom} ({clen:,} bp) is shorter than the model's {geom.input_length:,}-bp "

@@ -467,6 +467,7 @@ def score_personal(vcf, fasta, backend, weights=None, out=None, tsv=None, *, gen
         setup = PersonalSetup(cohort, two_hot, haplotypes, contrast)
         reader = VariantReader(vcf, genome.resolve, regions=[region] if isinstance(region, str) else region)
         predictor, geom = mr.predictor, mr.geom
+        sel.check(geom)
         check_short_contigs(reader, genome, geom, short_contigs)
         predictor.paired = two_hot
         attrs = {"varfx_version": __version__, **mr.attrs(), "vcf": str(vcf), "vcf_sha256": sha256(vcf),

@@ -688,6 +688,7 @@ def score_vcf(vcf, fasta, backend: str | Backend, weights=None, out=None, tsv=No
     mr = ModelRun(backend, weights, backend_options, stats, tracks, rc, shifts, precision, batch_size, device,
                   pseudocount)
     predictor, geom = mr.predictor, mr.geom
+    sel.check(geom)
     reader = VariantReader(vcf, genome.resolve, regions=[region] if isinstance(region, str) else region)
     check_short_contigs(reader, genome, geom, short_contigs)
     prof_stats = mr.prof_stats

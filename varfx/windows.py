@@ -92,6 +92,12 @@ class BinSelection:
         raise OptionError(f"--bins {text!r} is not one of: variant, variant:MARGIN_BP, all, center:K "
                           "(e.g. --bins center:10)")
 
+    def check(self, geom: "Geometry") -> None:
+        """``center:K`` asks for at most the model's output bins (it would be clamped silently)."""
+        if self.mode == "center" and self.count > geom.output_bins:
+            raise OptionError(f"--bins center:{self.count}: the model has {geom.output_bins:,} output bins "
+                              "(--bins all sums all of them)")
+
     def describe(self) -> str:
         if self.mode == "variant":
             return f"variant:{self.margin}"

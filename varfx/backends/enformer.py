@@ -195,6 +195,14 @@ class EnformerBackend(Backend):
 
     @classmethod
     def track_table(cls, weights: list[str], head: str = "human", **options) -> pd.DataFrame:
+        """The head's tracks: the shipped tables, or (with --weights) those of the checkpoint's config.json,
+        whose head may have another size (tracks then named ``human_0…``, as a run names them)."""
+        if weights:
+            path, config = locate(weights)
+            cfg, _ = checked_config(config, path)
+            if head not in cfg.output_heads:
+                raise OptionError(f"--head {head!r}: the model's heads are {', '.join(cfg.output_heads)}")
+            return cls.track_table_for(head, cfg.output_heads[head])
         if head not in HEADS:
             raise OptionError(f"--head {head!r} is not one of {', '.join(HEADS)}")
         return targets(head)
