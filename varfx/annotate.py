@@ -288,14 +288,14 @@ def annotate_vcf(scores_h5, vcf, out_vcf, stats=None, tracks=None, summaries: bo
     ``check_vcf``: refuse a ``vcf`` whose SHA-256 differs from the file's ``vcf_sha256``.
     """
     from .run import check_out, sha256
+    from .writers import check_not_inputs
 
     scores_h5, vcf = Path(scores_h5), Path(vcf)
     out_vcf = check_out(Path(out_vcf), "--out-vcf")
     vcf_mode(out_vcf)
     if not vcf.is_file():
         raise InputError(f"VCF file not found: {vcf}")
-    if out_vcf.resolve() in (vcf.resolve(), scores_h5.resolve()):
-        raise OptionError(f"--out-vcf {out_vcf} would overwrite an input: choose another name")
+    check_not_inputs({"--out-vcf": out_vcf}, {"vcf": vcf, "scores": scores_h5})
     with open_complete(scores_h5) as f:
         settings = json.loads(f.attrs["settings"])
         _check_file(f, scores_h5, settings)

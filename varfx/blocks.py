@@ -31,7 +31,7 @@ import h5py
 import numpy as np
 
 from .errors import InputError, OptionError
-from .writers import append_rows, partial_path, _attr_value
+from .writers import append_rows, check_not_inputs, partial_path, _attr_value
 
 BLOCK_RECORDS = 1024
 PARTS = ".parts"
@@ -510,8 +510,7 @@ def merge_outputs(inputs: list[Path], out: Path) -> None:
     if not inputs:
         raise OptionError("varfx merge needs the shard files")
     out = check_out(out, "--out")
-    if out.resolve() in {Path(p).resolve() for p in inputs}:
-        raise OptionError("--out must not be one of the shards")
+    check_not_inputs({"--out": out}, {"shards": list(inputs)})
     is_h5 = [h5py.is_hdf5(p) if Path(p).is_file() else Path(p).suffix in (".h5", ".hdf5") for p in inputs]
     if all(is_h5):
         merge_h5(inputs, out)

@@ -28,26 +28,12 @@ OUTPUT_OPTIONS = ("out", "tsv", "tsv_long", "skipped_tsv", "out_vcf", "genes_tsv
 
 
 def refuse_overwriting_inputs(ctx: click.Context) -> None:
-    """A one-line error when an output option names a file the same command reads (the VCF, the FASTA, a
-    weights file, a shard...): the final rename would replace that input with the output."""
-    def paths(value):  # with the files read beside a file: a model's spec, a FASTA's or VCF's index
-        for v in value if isinstance(value, (tuple, list)) else (value,):
-            if isinstance(v, (str, Path)) and str(v) and Path(v).is_file():
-                p = Path(v).resolve()
-                yield p
-                for near in (p.with_suffix(".json"), *(Path(str(p) + x) for x in (".fai", ".tbi", ".csi"))):
-                    if near.is_file():
-                        yield near
+    """Every command: an output option may not name a file the command reads (writers.check_not_inputs)."""
+    from .writers import check_not_inputs
 
-    params = ctx.params
     outputs = [p.name for p in ctx.command.params if isinstance(p, click.Option) and p.name in OUTPUT_OPTIONS]
-    read = {p: name for name, value in params.items() if name not in outputs for p in paths(value)}
-    for name in outputs:
-        value = params.get(name)
-        if isinstance(value, (str, Path)) and str(value) and Path(value).resolve() in read:
-            raise click.UsageError(f"--{name.replace('_', '-')} {value} is also an input of this command "
-                                   f"(its {read[Path(value).resolve()].replace('_', ' ')}): writing it would "
-                                   "replace that file; give another name")
+    check_not_inputs({f"--{n.replace('_', '-')}": ctx.params.get(n) for n in outputs},
+                     {n.replace("_", " "): v for n, v in ctx.params.items() if n not in outputs})
 
 
 class VarfxCommand(click.Command):

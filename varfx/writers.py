@@ -65,6 +65,25 @@ def check_out(path: Path | None, flag: str) -> Path | None:
         raise OptionError(f"{flag} {path}: folder {parent} is not writable")
     return path
 
+
+def check_not_inputs(outputs: dict, inputs: dict) -> None:
+    """A one-line error when an output (flag -> path) names a file the same command reads (label -> path or
+    paths), or one read beside it (a model's spec JSON, a FASTA's or VCF's index): the final rename would
+    replace that input."""
+    def files(value):
+        for v in value if isinstance(value, (tuple, list)) else (value,):
+            if isinstance(v, (str, Path)) and str(v) and Path(v).is_file():
+                p = Path(v).resolve()
+                yield p
+                yield from (q for q in (p.with_suffix(".json"), *(Path(str(p) + x) for x in (".fai", ".tbi", ".csi")))
+                            if q.is_file())
+
+    read = {p: label for label, value in inputs.items() for p in files(value)}
+    for flag, value in outputs.items():
+        if isinstance(value, (str, Path)) and str(value) and Path(value).resolve() in read:
+            raise OptionError(f"{flag} {value} is also an input of this command (its {read[Path(value).resolve()]}): "
+                              "writing it would replace that file; give another name")
+
 @dataclass
 class VariantRows:
     """Identifiers of a chunk of scored variants (all arrays of equal length)."""
