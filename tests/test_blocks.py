@@ -848,6 +848,69 @@ def test_an_interrupted_shard_resumed_then_merged(world, tmp_path, monkeypatch):
     assert_merge_equals([three[0], paths, three[2]], ref, tmp_path)
 
 
+def _copy_outputs(paths: dict, folder: Path, stem: str) -> dict[str, Path]:
+    """The outputs of a finished run, copied under ``folder`` with old times (to see whether they are rewritten)."""
+    copied = {}
+    for kind, p in paths.items():
+        copied[kind] = folder / f"{stem}{KINDS[kind]}"
+        shutil.copyfile(p, copied[kind])
+        os.utime(copied[kind], (1e9, 1e9))
+    return copied
+
+
+def _untouched(paths: dict, want: dict) -> bool:
+    return all(p.stat().st_mtime == 1e9 and p.read_bytes() == want[k].read_bytes() for k, p in paths.items())
+
+
+def test_resume_after_a_finished_run_of_the_same_command_scores_nothing(world, tmp_path):
+    """--resume where the outputs of the same command already stand complete (a job array submitted
+    again whole): nothing is scored, the outputs stay as they are, and the report gives the run's
+    counts. Anything that does not show the same finished run is scored again: other settings, a
+    shard table cut short, another shard, and a plain (unsharded) table, which records no settings."""
+    w = world
+    shard = shard_runs(w, 3)[1]
+    paths = _copy_outputs(shard, tmp_path, "s2")
+    args = base(w) + out_args(paths) + ["--shard", "2/3", "--resume"]
+    r = ok(run_cli(args))
+    assert "already complete" in r.output and "wrote:" not in r.output
+    with h5py.File(shard["out"]) as f:
+        assert f"variants scored: {int(f.attrs['variants_scored']):,}" in r.output
+        assert f"records read: {int(f.attrs['records_read']):,}" in r.output
+    assert _untouched(paths, shard)
+    assert leftovers(tmp_path, paths) == []
+
+    # a shard table cut short (its end line gone): scored again, equal to the uninterrupted shard
+    text = paths["tsv"].read_text().splitlines(keepends=True)
+    assert text[-1].startswith("#varfx-end\t")
+    paths["tsv"].write_text("".join(text[:-1]))
+    r = ok(run_cli(args))
+    assert "wrote:" in r.output and "already complete" not in r.output
+    assert_outputs_identical(paths, shard)
+
+    # other settings: the same outputs written again with them (as without --resume)
+    paths = _copy_outputs(shard, tmp_path, "t2")
+    r = ok(run_cli(base(w, stats="SAD") + out_args(paths) + ["--shard", "2/3", "--resume"]))
+    assert "wrote:" in r.output
+    with h5py.File(paths["out"]) as f:
+        assert json.loads(f.attrs["stats"]) == ["SAD"]
+
+    # another shard's outputs under this shard's names
+    paths = _copy_outputs(shard, tmp_path, "u3")
+    r = ok(run_cli(base(w) + out_args(paths) + ["--shard", "3/3", "--resume"]))
+    assert "wrote:" in r.output
+    with h5py.File(paths["out"]) as f:
+        assert f.attrs["shard"] == "3/3"
+
+    # unsharded: with the HDF5 alone the run is known finished; with a plain table beside it, it is not
+    ref = reference(w)
+    only_h5 = _copy_outputs({"out": ref["out"]}, tmp_path, "all")
+    assert "already complete" in ok(run_cli(base(w) + out_args(only_h5) + ["--resume"])).output
+    assert _untouched(only_h5, ref)
+    with_tsv = _copy_outputs(ref, tmp_path, "full")
+    assert "wrote:" in ok(run_cli(base(w) + out_args(with_tsv) + ["--resume"])).output
+    assert_outputs_identical(with_tsv, ref)
+
+
 def test_text_only_shards_merge(world, tmp_path):
     """Without --out: the fragments sit beside the TSV, the skipped variants go to NAME.skipped.tsv;
     merged, both equal the unsharded run's."""
@@ -1019,6 +1082,17 @@ def test_personal_shards_merge_into_the_unsharded_run(cohort_world, n, tmp_path)
     with h5py.File(shards[-1]["out"]) as f:
         assert f["record"].shape == (0,) if n > 4 else f["record"].shape[0] > 0
     assert_merge_equals(shards[::-1], full, tmp_path, kinds=kinds)
+
+
+def test_resume_after_a_finished_personal_shard_scores_nothing(cohort_world, tmp_path):
+    c = cohort_world
+    p = outputs(tmp_path, "s1", ("out",))
+    args = personal_args(c) + out_args(p) + ["--shard", "1/2", "--resume"]
+    assert "wrote:" in ok(run_cli(args)).output
+    want = p["out"].read_bytes()
+    os.utime(p["out"], (1e9, 1e9))
+    r = ok(run_cli(args))
+    assert "already complete" in r.output and p["out"].stat().st_mtime == 1e9 and p["out"].read_bytes() == want
 
 
 @pytest.fixture(scope="module")

@@ -182,6 +182,47 @@ def _differences(old: dict, new: dict) -> list[str]:
     return diff
 
 
+def finished_run(finals: dict, manifest: dict) -> dict | None:
+    """``--resume`` with no interrupted run: the counts of an earlier run of the same command that
+    finished, or None.  It finished when every output (``finals``: output kind -> path) is at its final name (so complete), the HDF5 (``finals["out"]``) records the same settings, inputs
+    and shard as ``manifest`` (``run_manifest``), and every other output is a shard table recording
+    them too and ending with its end line.  A plain table records no settings, so a run that writes
+    one is scored again."""
+    out = finals.get("out")
+    others = [p for k, p in finals.items() if k != "out" and p is not None]
+    if out is None or not all(Path(p).is_file() for p in [out, *others]):
+        return None
+    want = json.loads(json.dumps(manifest["settings"], default=str))
+    try:
+        with h5py.File(out, "r") as f:
+            a = f.attrs
+            if not bool(a.get("complete", False)) or "settings" not in a:
+                return None
+            shard = a.get("shard", "")
+            shard = shard.decode() if isinstance(shard, bytes) else str(shard)
+            settings = {k: v for k, v in json.loads(a["settings"]).items() if k not in VOLATILE}
+            counts = {k: int(a[k]) for k in ("records_read", "variants", "variants_scored")}
+            counts["skipped_by_reason"] = json.loads(a.get("skipped_by_reason", "{}") or "{}")
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if shard != manifest["shard"] or _setting_differences(settings, want):
+        return None
+    for p in others:
+        try:
+            with open(p, "rb") as fh:
+                fh.readline()
+                first = fh.readline().decode()
+                fh.seek(max(0, os.path.getsize(p) - 4096))
+                last = fh.read().decode(errors="replace").rstrip("\n").rsplit("\n", 1)[-1]
+            info = json.loads(first.split("\t", 1)[1]) if first.startswith(SHARD_LINE + "\t") else None
+        except (OSError, ValueError, UnicodeDecodeError):
+            return None
+        if not (info and info.get("shard") == shard and last.startswith(END_LINE + "\t")
+                and isinstance(info.get("settings"), dict) and not _setting_differences(info["settings"], want)):
+            return None
+    return counts
+
+
 def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)

@@ -513,6 +513,8 @@ def score_personal(vcf, fasta, backend, weights=None, out=None, tsv=None, *, gen
             return made
 
         blocks = BlockOutputs(finals, make, run_manifest(attrs, finals, shard), resume, shard)
+        if blocks.report_finished(summary):
+            return summary
         blocks.counts = {k: np.zeros(len(cohort.samples), dtype=np.int64) for k in COUNTS}
         blocks.counts["ref_mismatch_records"] = np.zeros(1, dtype=np.int64)
         done = blocks.done

@@ -29,7 +29,8 @@ from .variants import Site, VariantReader
 from .prefetch import WorkerInfo, prefetch, worker_batches
 from .windows import (INDEL_ALIGNMENT, BinSelection, WindowBatch, align_bins, build_windows, check_short_contigs,
                       check_sites)
-from .blocks import BLOCK_LINE, BLOCK_RECORDS, END_LINE, VOLATILE, Staging, parse_shard, shard_line
+from .blocks import (BLOCK_LINE, BLOCK_RECORDS, END_LINE, PARTS, VOLATILE, Staging, finished_run, parse_shard,
+                     shard_line)
 from .writers import GeneTSVWriter, H5Writer, SkippedTSVWriter, TSVWriter, VariantRows, check_out
 
 REF_POLICIES = ("skip", "error")
@@ -48,6 +49,7 @@ class RunSummary:
     outputs: list = field(default_factory=list)
     seconds: float = 0.0
     extra: list = field(default_factory=list)  # more report lines (e.g. genotype counts)
+    kept: bool = False  # --resume found the outputs of a finished run of the same command: nothing scored
 
     @property
     def skipped_total(self) -> int:
@@ -67,7 +69,11 @@ class RunSummary:
         if self.records_read == 0:
             lines.append("the VCF has no records: the outputs are valid but empty")
         lines.extend(self.extra)
-        lines.append("wrote: " + ", ".join(str(p) for p in self.outputs))
+        if self.kept:
+            lines.append("already complete: the outputs hold a finished run of this command (same settings and "
+                         "inputs); nothing was scored, they are left as they are: " + ", ".join(map(str, self.outputs)))
+        else:
+            lines.append("wrote: " + ", ".join(str(p) for p in self.outputs))
         return "\n".join(lines)
 
 
@@ -278,7 +284,13 @@ class BlockOutputs:
         self.finals = {k: p for k, p in finals.items() if p is not None}
         self.make = make
         self.shard = shard
-        self.staging = Staging(next(iter(self.finals.values())), manifest, resume)
+        first = next(iter(self.finals.values()))
+        #: with --resume, an earlier run of this command that finished (its counts; see finished_run)
+        self.finished = finished_run(self.finals, manifest) \
+            if resume and not first.with_name(first.name + PARTS).exists() else None
+        if self.finished is not None:
+            return
+        self.staging = Staging(first, manifest, resume)
         self.resumed = len(self.staging.done)  # blocks kept from an interrupted run (--resume)
         self.block: int | None = None
         self.scored, self.skipped = RowBuffer(), RowBuffer()
@@ -289,6 +301,19 @@ class BlockOutputs:
     @property
     def done(self) -> set[int]:
         return set(self.staging.done)
+
+    def report_finished(self, summary: "RunSummary") -> bool:
+        """With --resume after a run of this command that finished: its counts into ``summary``, and True
+        (nothing is scored; the outputs stay as they are)."""
+        if self.finished is None:
+            return False
+        summary.records_read = self.finished["records_read"]
+        summary.variants = self.finished["variants"]
+        summary.scored = self.finished["variants_scored"]
+        summary.skipped = Counter(self.finished["skipped_by_reason"])
+        summary.outputs = list(self.finals.values())
+        summary.kept = True
+        return True
 
     def begin(self, block: int) -> None:
         """Route what follows to ``block`` (committing the block before it)."""
@@ -728,6 +753,8 @@ def score_vcf(vcf, fasta, backend: str | Backend, weights=None, out=None, tsv=No
                                                                attrs, float32, genes_tsv=paths.get("genes_tsv"),
                                                                genes=mr.gene_stats if index else ()),
                               run_manifest(attrs, finals, shard), resume, shard)
+        if blocks.report_finished(summary):
+            return summary
         done = blocks.done
         k, n = shard or (1, 1)
         reader.keep = lambda rec: (rec // bsize) % n == k - 1 and (rec // bsize) not in done
