@@ -570,6 +570,55 @@ def test_personal_genome_file_exports_the_mean_over_samples(tmp_path, toy):
     k = np.abs(mean).argmax(axis=1)
     assert got["SAD:max_track"].tolist() == [ids[i] for i in k]
     np.testing.assert_allclose(got["SAD:l2"], np.sqrt((mean ** 2).sum(axis=1)), rtol=1e-5, atol=1e-6)
+    # varfx top ranks the same means (it used to index the (variants, samples, tracks) array: a traceback)
+    from varfx.results import top_variants
+    top = top_variants(h5, "SAD", n=5, chunk=4)
+    best = np.abs(mean).max(axis=1)
+    order = np.argsort(-best, kind="stable")[:5]
+    with h5py.File(h5) as f:
+        want_ids = [f["id"][i].decode() for i in order]
+    assert list(top["id"]) == want_ids
+    np.testing.assert_allclose(np.abs(top["SAD"]), best[order], rtol=1e-5)
+    assert list(top["track"]) == [ids[i] for i in k[order]]
+    r = run(["top", h5, "-n", "3"])
+    assert r.exit_code == 0 and "ranked by summary/SAD/mean, the mean over 4 samples' backgrounds" in r.output
+
+
+def test_other_varfx_outputs_are_refused_by_export_top_and_read_scores(tmp_path, toy):
+    """ISM and region predictions (tracebacks before) and SpliceAI's (variant, gene) rows (a table of
+    identifiers without a score, exit 0, before) are each named for what they are."""
+    fasta = write_fasta(tmp_path / "genome.fa", {"chr1": random_seq(1500, random.Random(4))})
+    model = ["--backend", "torchscript", "--weights", toy]
+    ism = tmp_path / "ism.h5"
+    assert run(["ism", "--region", "chr1:700-701", "--fasta", fasta, *model, "--out", ism, "-q"]).exit_code == 0
+    bed = tmp_path / "r.bed"
+    bed.write_text("chr1\t600\t700\tr1\n")
+    pred = tmp_path / "pred.h5"
+    assert run(["predict", "--bed", bed, "--fasta", fasta, *model, "--out", pred, "-q"]).exit_code == 0
+    splice = tmp_path / "splice.h5"  # the layout of a spliceai run's file (tests/test_spliceai.py makes real ones)
+    with h5py.File(splice, "w") as f:
+        f.attrs["complete"] = True
+        f.attrs["settings"] = '{"backend": "spliceai", "stats": []}'
+        for name in ("snp", "chr", "id", "ref_allele", "alt_allele", "gene"):
+            f[name] = np.array([b"x"])
+        f["pos"] = np.array([5])
+        for name in ("DS_AG", "DS_AL", "DS_DG", "DS_DL"):
+            f[name] = np.array([0.5], dtype=np.float32)
+    kinds = {ism: "holds in silico mutagenesis (varfx ism), not variant scores",
+             pred: "holds region predictions (varfx predict), not variant scores",
+             splice: "holds SpliceAI scores (a row per variant and gene: DS_AG … DP_DL), not scores per track"}
+    for path, what in kinds.items():
+        out = tmp_path / "t.tsv.gz"
+        for args, cmd in ((["top", path], "`varfx top`"), (["export", path, "--format", "finemap", "--out", out],
+                                                            "`varfx export`")):
+            r = run(args)
+            assert r.exit_code == 1 and isinstance(r.exception, SystemExit), (args, r.output)
+            lines = r.output.strip().splitlines()
+            assert len(lines) == 1 and what in lines[0] and cmd in lines[0], lines
+        assert not out.exists()
+        if path != splice:  # read_scores reads a SpliceAI file's identifiers (tests/test_spliceai.py)
+            with pytest.raises(varfx.VarfxError, match=re.escape(what)):
+                varfx.read_scores(path)
 
 
 # -- docs/finemapping.md -----------------------------------------------------------------------------------

@@ -408,6 +408,27 @@ def test_tsv_only_lists_skipped_beside_it(case):
     assert len(pd.read_csv(t / "only.tsv", sep="\t")) == 12
 
 
+def test_the_library_refuses_outputs_that_name_its_inputs(case, monkeypatch):
+    """varfx.score_vcf, like the command line, refuses an output that would replace an input or a file read
+    beside one (here the VCF, the FASTA's index, the model's spec), and refuses it before scoring (an
+    --out-vcf naming the VCF used to be refused only after the whole run)."""
+    import varfx.run
+    t, vcf, fasta, weights = case["tmp"], case["vcf"], case["fasta"], case["weights"]
+    varfx.score_vcf(vcf, fasta, "torchscript", [str(weights)], t / "first.h5")  # makes the FASTA's .fai
+    fai = Path(str(fasta) + ".fai")
+    before = {p: p.read_bytes() for p in (vcf, fai, weights.with_suffix(".json"))}
+
+    def no_model(*a, **k):
+        raise AssertionError("the model was loaded: the check came too late")
+
+    monkeypatch.setattr(varfx.run, "ModelRun", no_model)
+    for kwargs, what in (({"tsv": vcf}, "--tsv"), ({"out": fai}, "--out"),
+                         ({"tsv": weights.with_suffix(".json")}, "--tsv"), ({"out_vcf": vcf}, "--out-vcf")):
+        with pytest.raises(varfx.VarfxError, match=f"^{what} .* is also an input of this command"):
+            varfx.score_vcf(vcf, fasta, "torchscript", [str(weights)], kwargs.pop("out", None), **kwargs)
+    assert all(p.read_bytes() == b for p, b in before.items())
+
+
 def test_top_ranks_by_max_abs_over_tracks(case):
     t = case["tmp"]
     varfx.score_vcf(case["vcf"], case["fasta"], "torchscript", [str(case["weights"])], t / "o.h5", float32=True)
@@ -428,8 +449,11 @@ def test_top_ranks_by_max_abs_over_tracks(case):
         f["SAD"][...] = 0
         f["SAD"][0] = [np.nan, 0, -0.5]
         f["SAD"][1] = [np.nan, 0, 0]
-    top = top_variants(t / "o.h5", "SAD", n=2)
-    assert list(zip(top["id"], top["SAD"], top["track"])) == [("near_start", -0.5, "t2"), ("snv", 0.0, "t1")]
+        f["SAD"][2] = [np.nan] * 3
+    top = top_variants(t / "o.h5", "SAD", n=1000)
+    assert list(zip(top["id"], top["SAD"], top["track"]))[:2] == [("near_start", -0.5, "t2"), ("snv", 0.0, "t1")]
+    nan_rows = top[top["SAD"].isna()]  # all tracks NaN: ranked last, with no track (as export's max_track)
+    assert len(nan_rows) == 1 and nan_rows.index[0] == len(top) - 1 and nan_rows["track"].tolist() == ["."]
     from varfx.scores import track_summaries
     summ = track_summaries(np.array([[np.nan, 0, -0.5], [np.nan, 0, 0], [np.nan] * 3]), ["a", "b", "c"])
     assert list(summ["maxtrack"]) == ["c", "b", "."] and summ["maxabs"][:2].tolist() == [-0.5, 0.0]

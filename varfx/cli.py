@@ -295,6 +295,8 @@ def top(scores, stat, number):
     from .results import top_variants
 
     table = top_variants(scores, stat, number)
+    if table.attrs.get("note"):
+        click.echo(table.attrs["note"], err=True)
     click.echo(table.to_string(index=False, float_format=lambda v: f"{v:.4g}") if len(table) else "(no variants)")
 
 

@@ -23,7 +23,7 @@ import pandas as pd
 from .bgzf import MAX_COORD, BgzfWriter, TabixIndex
 from .errors import InputError, OptionError
 from .genome import contig_aliases
-from .results import open_complete, strings
+from .results import open_complete, require_variant_scores, stat_source, strings
 from .scores import track_summaries
 from .tracks import select_tracks
 from .writers import PARTIAL, check_out, partial_path
@@ -85,6 +85,7 @@ def export_table(scores, out, fmt: str = "finemap", stats=None, tracks: str | No
                           f"give a name ending in .gz (e.g. {out.name}.gz)")
     check_out(out, "--out")  # its folder exists and is writable
     with open_complete(scores, whole="the table") as f:
+        require_variant_scores(f, scores, "`varfx export`")
         settings = json.loads(f.attrs["settings"])
         plan, notes = _plan(f, Path(scores), settings, stats, tracks)
         skipped = int(f["skipped/chr"].shape[0])
@@ -176,9 +177,8 @@ def _sort_rows(f, crank: np.ndarray, pos: np.ndarray, chunk: int) -> np.ndarray:
 def _plan(f, path: Path, settings: dict, stats, tracks: str | None) -> tuple[_Plan, list[str]]:
     notes = []
     in_file = list(settings["stats"])
-    personal = "samples" in f
-    sources = {s: (f"summary/{s}/mean" if personal else s) for s in in_file}
-    if personal:
+    sources = {s: stat_source(f, s) for s in in_file}
+    if "samples" in f:  # personal-genome scores
         notes.append(f"personal-genome scores: values are summary/STAT/mean, the mean over "
                      f"{f['samples'].shape[0]} samples' backgrounds")
     wanted = in_file

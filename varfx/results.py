@@ -53,8 +53,13 @@ def open_complete(path, whole: str | None = None) -> h5py.File:
     return f
 
 
-def require_variant_scores(f: h5py.File, path, what: str) -> None:
-    """A one-line error when a finished varfx file is not the output of ``varfx score`` (variant scores)."""
+def require_variant_scores(f: h5py.File, path, what: str, spliceai: bool = False) -> None:
+    """A one-line error when a finished varfx file is not the output of ``varfx score`` (variant scores), or
+    (unless ``spliceai``) holds SpliceAI's (variant, gene) rows."""
+    if "snp" in f and "DS_AG" in f and not spliceai:
+        raise InputError(f"{path} holds SpliceAI scores (a row per variant and gene: DS_AG … DP_DL), not scores "
+                         f"per track: {what} reads the output of `varfx score` with a track model; read the DS_* "
+                         "datasets, or the run's --tsv / --out-vcf, instead")
     if "snp" in f:
         return
     kind = ("in silico mutagenesis (varfx ism)" if "positions" in f and "ref_code" in f
@@ -63,8 +68,15 @@ def require_variant_scores(f: h5py.File, path, what: str) -> None:
     raise InputError(f"{path} holds {kind}, not variant scores: {what} reads the output of `varfx score`")
 
 
+def stat_source(f: h5py.File, stat: str) -> str:
+    """The dataset holding one value (per track) of ``stat`` per variant: the statistic itself, or in
+    personal-genome scores, which hold one per sample, its mean over the samples (summary/STAT/mean)."""
+    return f"summary/{stat}/mean" if "samples" in f else stat
+
+
 def read_scores(path) -> Scores:
     with open_complete(path) as f:
+        require_variant_scores(f, path, "read_scores()", spliceai=True)  # its identifiers (docs/spliceai.md)
         settings = json.loads(f.attrs["settings"])
         variants = pd.DataFrame({
             "snp": strings(f["snp"]), "chrom": strings(f["chr"]), "pos": f["pos"][:].astype(np.int64),
@@ -90,12 +102,18 @@ def top_variants(path, stat: str | None = None, n: int = 10, chunk: int = 65536)
     Columns: chrom, pos, id, ref, alt, the statistic's value at its largest track, and that track.
     """
     with open_complete(path, whole="the ranking") as f:
+        require_variant_scores(f, path, "`varfx top`")
         stats = json.loads(f.attrs["settings"])["stats"]
         stat = stat or stats[0]
         stat = {x.lower(): x for x in stats}.get(stat.lower(), stat)  # any case, as `score --stat`
         if stat not in stats:
             raise InputError(f"{path} has no statistic {stat!r}; it has {', '.join(stats)}")
-        ds = f[stat]
+        source = stat_source(f, stat)
+        if source not in f:
+            raise InputError(f"{path} lists the statistic {stat} but has no dataset {source!r}; score it again")
+        ds = f[source]
+        note = (f"personal-genome scores: ranked by {source}, the mean over {f['samples'].shape[0]} samples' "
+                "backgrounds") if source != stat else ""
         best_val = np.zeros(0, dtype=np.float32)
         best_row = np.zeros(0, dtype=np.int64)
         best_trk = np.zeros(0, dtype=np.int64)
@@ -123,5 +141,7 @@ def top_variants(path, stat: str | None = None, n: int = 10, chunk: int = 65536)
         })
         ids = [x.decode() for x in f["target_ids"][:]] if ds.ndim == 2 else ["*"]
         table[stat] = [best_val[order[r]] for r in rows]
-        table["track"] = [ids[best_trk[order[r]]] for r in rows]
-    return table.reindex(table[stat].abs().sort_values(ascending=False, kind="stable").index).reset_index(drop=True)
+        table["track"] = [ids[best_trk[order[r]]] if not np.isnan(best_val[order[r]]) else "." for r in rows]
+    table = table.reindex(table[stat].abs().sort_values(ascending=False, kind="stable").index).reset_index(drop=True)
+    table.attrs["note"] = note
+    return table

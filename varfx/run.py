@@ -31,7 +31,8 @@ from .windows import (INDEL_ALIGNMENT, BinSelection, WindowBatch, align_bins, bu
                       check_sites)
 from .blocks import (BLOCK_LINE, BLOCK_RECORDS, END_LINE, PARTS, VOLATILE, Staging, finished_run, parse_shard,
                      shard_line)
-from .writers import GeneTSVWriter, H5Writer, SkippedTSVWriter, TSVWriter, VariantRows, check_out
+from .writers import (GeneTSVWriter, H5Writer, SkippedTSVWriter, TSVWriter, VariantRows, check_not_inputs,
+                      check_out)
 
 REF_POLICIES = ("skip", "error")
 SHORT_CONTIG_POLICIES = ("error", "skip", "pad")
@@ -633,6 +634,10 @@ def score_vcf(vcf, fasta, backend: str | Backend, weights=None, out=None, tsv=No
     (:func:`varfx.personal_run.score_personal`).  Returns a :class:`RunSummary`.  See
     ``varfx score --help`` for the options.
     """
+    check_not_inputs({"--out": out, "--tsv": tsv, "--tsv-long": tsv_long, "--skipped-tsv": skipped_tsv,
+                      "--out-vcf": out_vcf, "--genes-tsv": genes_tsv},
+                     {"vcf": vcf, "fasta": fasta, "weights": weights, "genotypes": genotypes, "samples": samples,
+                      "genes": genes, "calibration": calibration, "tracks": tracks})
     if (shard is not None or resume) and isinstance(backend, str) and backend_class(backend).score_vcf is not None:
         raise OptionError(f"--shard and --resume are not available with --backend {backend} yet: "
                           "split the VCF by region instead (--region)")
