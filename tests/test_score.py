@@ -408,6 +408,13 @@ def test_tsv_only_lists_skipped_beside_it(case):
     assert len(pd.read_csv(t / "only.tsv", sep="\t")) == 12
 
 
+def test_score_help_names_every_statistic():
+    from varfx.scores import PROFILE_STATS, STATS
+    text = " ".join(run_cli(["score", "--help"]).output.split())
+    stat_help = text[text.index("--stat"):][:200]
+    assert all(s in stat_help for s in (*STATS, *PROFILE_STATS)), stat_help
+
+
 def test_the_library_refuses_outputs_that_name_its_inputs(case, monkeypatch):
     """varfx.score_vcf, like the command line, refuses an output that would replace an input or a file read
     beside one (here the VCF, the FASTA's index, the model's spec), and refuses it before scoring (an

@@ -161,7 +161,7 @@ def backend_options(f):
 @click.option("--bins", default=None,
               help="Bins to sum: variant (±128 bp; the default for most backends), variant:MARGIN, all, center:K.")
 @click.option("--stat", "stats", multiple=True, metavar="LIST",
-              help="Statistics: SAD, logSED, D1, D2 (comma list or repeated; default SAD,logSED).")
+              help="Statistics: SAD, logSED, D1, D2, QTL, JSD (comma list or repeated; default SAD,logSED).")
 @click.option("--pseudocount", type=float, default=1.0, show_default=True, help="c in logSED.")
 @inference_options
 @click.option("--tracks", metavar="SELECTION", help="Index list (0,5-9), a file of track ids, or a regex on descriptions.")
