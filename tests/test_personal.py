@@ -658,6 +658,89 @@ def test_bad_files(tmp_path):
         cohort.block("chr1", 0, 60)
 
 
+def _cohort_text(tmp_path, name: str, lines: list[str], contigs=("chr1",), seq_len=60) -> "Path":
+    header = ["##fileformat=VCFv4.2", '##FORMAT=<ID=GT,Number=1,Type=String,Description="Genotype">',
+              '##FORMAT=<ID=DP,Number=1,Type=Integer,Description="Depth">',
+              *(f"##contig=<ID={c},length={seq_len}>" for c in contigs),
+              "\t".join(["#CHROM", "POS", "ID", "REF", "ALT", "QUAL", "FILTER", "INFO", "FORMAT", "a", "b"])]
+    path = tmp_path / name
+    path.write_text("\n".join(header + ["\t".join(x.split()) for x in lines]) + "\n")
+    return path
+
+
+def test_records_varfx_used_to_crash_on(tmp_path):
+    """Records that gave a traceback or a wrong window: a FORMAT without GT (cyvcf2 raises: its calls are
+    missing), an IUPAC REF (left out and counted as symbolic, as docs/personal.md says, not applied),
+    POS 0 (left out as a REF that does not fit, not counted as an overlap), a blank line (no record)."""
+    import warnings
+    s = "ACGTACGTAC" * 6
+    fa = write_fasta(tmp_path / "g.fa", {"chr1": s})
+    genome = Genome(fa)
+    alt = lambda b: "A" if b != "A" else "C"
+    path = _cohort_text(tmp_path, "c.vcf", [
+        f"chr1 0 . N {alt(s[0])} . PASS . GT 1|1 1|1",
+        f"chr1 5 . {s[4]} {alt(s[4])} . PASS . GT 1|0 0|1",
+        f"chr1 10 . {s[9]} {alt(s[9])} . PASS . DP 5 7",
+        "",
+        f"chr1 20 . R {alt(s[19])} . PASS . GT 1|1 0|1",
+        f"chr1 30 . {s[29]} {alt(s[29])} . PASS . GT 0|1 1|1",
+    ])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # and no Python warning either
+        cohort = Cohort(path, genome)
+        blk = cohort.block("chr1", 0, len(s))
+    assert blk.pos0.tolist() == [4, 9, 19, 29]
+    assert blk.hap.tolist() == [[1, 0, 0, 1], [0, 0, 0, 0], [0, 0, 0, 0], [0, 1, 1, 1]]
+    assert blk.flags["missing"].tolist() == [[False, False], [True, True], [False, False], [False, False]]
+    assert blk.flags["symbolic"].tolist() == [[False, False], [False, False], [True, True], [False, False]]
+    assert not blk.flags["overlap"].any()
+    assert cohort.ref_mismatch == 1  # POS 0
+    cohort.close()
+
+
+def test_unparsable_records_are_one_line_errors_indexed_or_not(tmp_path):
+    pysam = pytest.importorskip("pysam")
+    from varfx.errors import InputError
+    s = "ACGTACGTAC" * 6
+    genome = Genome(write_fasta(tmp_path / "g.fa", {"chr1": s}))
+    path = _cohort_text(tmp_path, "bad.vcf", [f"chr1 5 . {s[4]} A . PASS . GT 1|0 0|1", "chr1 8 . G"])
+    shutil.copy(path, tmp_path / "bad2.vcf")
+    gz = pysam.tabix_index(str(tmp_path / "bad2.vcf"), preset="vcf", force=True)
+    for p in (path, gz):
+        cohort = Cohort(p, genome)
+        with pytest.raises(InputError, match=r"a record could not be parsed"):
+            cohort.block("chr1", 0, len(s))
+        cohort.close()
+
+
+def test_an_indexed_cohort_naming_a_contig_twice_reads_the_name_with_records(tmp_path):
+    """A header with both 1 and chr1 (records on chr1): indexed reads used to query 1 and find nothing,
+    silently giving every sample the reference; records under both names are an error."""
+    import warnings
+    pysam = pytest.importorskip("pysam")
+    from varfx.errors import InputError
+    s = "ACGTACGTAC" * 6
+    genome = Genome(write_fasta(tmp_path / "g.fa", {"chr1": s}))
+    rows = [f"chr1 5 . {s[4]} A . PASS . GT 1|0 0|1", f"chr1 30 . {s[29]} A . PASS . GT 1|1 0|0"]
+    blocks = []
+    for name, lines in (("one.vcf", rows), ("two.vcf", rows + [f"1 40 . {s[39]} A . PASS . GT 1|1 0|0"])):
+        plain = _cohort_text(tmp_path, name, lines, contigs=("1", "chr1"))
+        shutil.copy(plain, tmp_path / ("x" + name))
+        gz = pysam.tabix_index(str(tmp_path / ("x" + name)), preset="vcf", force=True)
+        if name == "one.vcf":
+            for p in (plain, gz):
+                with warnings.catch_warnings():
+                    warnings.simplefilter("error")  # cyvcf2's "no intervals found" (for 1) is not shown
+                    cohort = Cohort(p, genome)
+                    blocks.append(cohort.block("chr1", 0, len(s)))
+                cohort.close()
+        else:
+            with pytest.raises(InputError, match=r"records of FASTA contig chr1 under 2 names \(1, chr1\)"):
+                Cohort(gz, genome)
+    _same_block(*blocks)
+    assert blocks[1].pos0.tolist() == [4, 29] and blocks[1].hap.tolist() == [[1, 0, 0, 1], [1, 1, 0, 0]]
+
+
 def test_span_margin_and_coordinates(tmp_path):
     s = "ACGTACGTAC" * 6
     rows = [(5, s[4:10], [s[4]], ["1|0"]),  # deletes 5 bases (0-based 5..9)

@@ -267,6 +267,13 @@ def test_user_errors_are_one_line(case):
     assert code == 2 and "--bins center:9: the model has 8 output bins" in msg
     code, msg = _err(base + ["--shifts", "0,-16"])  # the toy's output spans 8 bins of 4 bp: at most 15 bp
     assert code == 2 and "a shift of 16 bp moves the window by half its output or more (at most 15 bp" in msg
+    # a model whose output is one base: no shift is the only one that fits (it was refused too)
+    (t / "one").mkdir()
+    one = save_toy(t / "one", length=64, bins=1, bin_size=1, offset=32, tracks=1, strand_pairs=())[0]
+    ok = run_cli(base[:7] + [str(one)] + base[8:] + ["--out", str(t / "one.h5")])
+    assert ok.exit_code == 0 and "variants scored: 12" in ok.output, ok.output
+    code, msg = _err(base[:7] + [str(one)] + base[8:] + ["--shifts", "-1,0,1"])
+    assert code == 2 and "this model's output is too short to shift: leave --shifts out" in msg
     code, msg = _err(base + ["--tracks", "0,9"])
     assert "outside 0..2" in msg
     code, msg = _err(base + ["--device", "cuda:3"])

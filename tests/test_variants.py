@@ -185,3 +185,57 @@ def test_bgzf_file_cut_at_a_block_boundary_is_refused(tmp_path, fasta):
                                  "--weights", str(EXAMPLES / "model.pt"), "--out", str(tmp_path / "o.h5")])
     assert r.exit_code != 0 and "is truncated" in r.output and "Traceback" not in r.output
     assert not (tmp_path / "o.h5").exists()
+
+
+# lines that made cyvcf2 crash the process (a segmentation fault) when varfx read their REF; run in a child
+# process so that a return of the crash fails this test instead of killing the test session
+_READ_LINES = r"""
+import sys
+from varfx.errors import InputError
+from varfx.genome import Genome
+from varfx.variants import VariantReader
+genome = Genome(sys.argv[1])
+for path in sys.argv[2:]:
+    reader = VariantReader(path, genome.resolve)
+    try:
+        sites = list(reader)
+        print(path, "ok", reader.records_read, [(s.pos, s.ref, [a for _, a in s.alts]) for s in sites])
+    except InputError as exc:
+        print(path, "error", exc)
+"""
+
+
+def test_blank_lines_are_passed_over_and_lines_without_alleles_are_errors(tmp_path, fasta, genome_seqs):
+    import subprocess
+    import sys
+    pysam = pytest.importorskip("pysam")
+    head = "##fileformat=VCFv4.2\n##contig=<ID=chr1,length=2000>\n#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n"
+    seq = genome_seqs["chr1"].upper()
+    rec = lambda pos: f"chr1\t{pos}\t.\t{seq[pos - 1]}\t{'A' if seq[pos - 1] != 'A' else 'C'}\t.\tPASS\t.\n"
+    bare = head.replace("##contig=<ID=chr1,length=2000>\n", "")
+    files = {"blank_end.vcf": rec(100) + rec(110) + "\n", "blank_mid.vcf": rec(100) + "\n" + rec(110),
+             "blank_twice.vcf": rec(100) + "\n\n" + rec(110), "blank_mid_contigs.vcf": rec(100) + "\n" + rec(110),
+             # first in the file, on a contig htslib has not met: it hands them over without alleles
+             "one_col.vcf": "chr1\n" + rec(100), "three_cols.vcf": "chr1\t120\t.\n" + rec(130),
+             "spaces.vcf": rec(120).replace("\t", " ") + rec(130),
+             "negative_pos.vcf": rec(100).replace("\t100\t", "\t-5\t") + rec(130)}
+    paths = []
+    for name, body in files.items():
+        # without ##contig lines htslib hands these lines over as records without alleles (the crash)
+        (tmp_path / name).write_text((head if name == "blank_mid_contigs.vcf" else bare) + body)
+        paths.append(tmp_path / name)
+    pysam.tabix_compress(str(tmp_path / "blank_end.vcf"), str(tmp_path / "blank_end.vcf.gz"), force=True)
+    paths.append(tmp_path / "blank_end.vcf.gz")
+    r = subprocess.run([sys.executable, "-c", _READ_LINES, fasta, *paths], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    got = {line.split(" ", 1)[0].rsplit("/", 1)[-1]: line.split(" ", 1)[1] for line in r.stdout.splitlines()}
+    two = [(100, seq[99], ["A" if seq[99] != "A" else "C"]), (110, seq[109], ["A" if seq[109] != "A" else "C"])]
+    for name in ("blank_end.vcf", "blank_mid.vcf", "blank_end.vcf.gz"):
+        assert got[name] == f"ok 2 {two}", (name, got[name])  # 2 records read: the blank lines are none
+    # htslib reads the first blank line as an empty record and refuses a second one (its message, one line)
+    assert got["blank_mid_contigs.vcf"] == f"ok 2 {two}"
+    assert got["blank_twice.vcf"].startswith("error ") and "could not be parsed" in got["blank_twice.vcf"] \
+        and "blank line" in got["blank_twice.vcf"]
+    for name in ("one_col.vcf", "three_cols.vcf", "spaces.vcf", "negative_pos.vcf"):
+        assert got[name].startswith("error ") and "could not be parsed" in got[name] and "has no REF" in got[name], \
+            (name, got[name])

@@ -95,14 +95,14 @@ def _candidates(genome: Genome, contigs: list[str], length: int):
 
 def query_features(path, genome: Genome) -> dict:
     """Transition/transversion and flank-GC counts of the SNVs of a query VCF (each ALT counts once)."""
-    from .variants import open_vcf
+    from .variants import open_vcf, parsed
 
     path = Path(path)
     vcf = open_vcf(path)
     ignored = {"not_snv": 0, "unknown_contig": 0, "ref_mismatch": 0, "no_flank": 0}
     sites: dict[str, list] = {}
     try:
-        for rec in vcf:
+        for rec in parsed(vcf):
             ref = rec.REF.upper()
             for alt in rec.ALT or ["."]:
                 alt = alt.upper()

@@ -27,7 +27,7 @@ import numpy as np
 
 from .encoding import N_CODE, encode
 from .errors import InputError, OptionError
-from .variants import _has_index, open_vcf
+from .variants import _has_index, open_vcf, parsed, region_query, region_records
 
 #: Per-sample counts kept for the run (HDF5 group ``sample_counts``; docs/personal.md).
 COUNTS = {
@@ -221,11 +221,21 @@ class Cohort:
         where = {s: i for i, s in enumerate(file_order)}
         self._order = np.array([where[s] for s in self.samples], dtype=np.int64)
         self.indexed = _has_index(self.path)
-        self._names: dict[str, str] = {}  # FASTA contig -> VCF contig
+        self._names: dict[str, str] = {}  # FASTA contig -> VCF contig (indexed reads query it)
+        aliases: dict[str, list[str]] = {}
         for name in vcf.seqnames:
             fasta = genome.resolve(name)
             if fasta is not None:
-                self._names.setdefault(fasta, name)
+                aliases.setdefault(fasta, []).append(name)
+        for fasta, names in aliases.items():
+            if len(names) > 1 and self.indexed:  # e.g. both 1 and chr1 in the header: the one with records
+                held = [n for n in names if self._has_records(n)]
+                if len(held) > 1:
+                    raise InputError(f"--genotypes {self.path} has records of FASTA contig {fasta} under "
+                                     f"{len(held)} names ({', '.join(held)}): give each contig one name "
+                                     "(bcftools annotate --rename-chrs)")
+                names = held or names
+            self._names[fasta] = names[0]
         self._loaded: dict[str, tuple[int, int, Block, np.ndarray]] = {}  # contig -> (lo, hi, block, last_end)
         self._all: dict[str, Block] | None = None
         self.counts = {k: np.zeros(len(self.samples), dtype=np.int64) for k in COUNTS}
@@ -242,6 +252,17 @@ class Cohort:
     def close(self):
         self.vcf.close()
 
+    def _query(self, region: str):
+        """The records of ``region`` (an indexed read), each line checked (variants.parsed)."""
+        try:
+            yield from parsed(region_records(self.vcf, region))
+        except Exception as exc:
+            raise InputError(f"--genotypes {self.path}: a record could not be parsed "
+                             f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); fix or remove it")
+
+    def _has_records(self, name: str) -> bool:
+        return next(iter(self._query(region_query(name))), None) is not None
+
     # -- reading -------------------------------------------------------------------------------
     def _read(self, records, contig: str, last_end: np.ndarray, start: int | None = None) -> Block:
         seq = self.genome.codes(contig)
@@ -254,7 +275,8 @@ class Cohort:
             ref = rec.REF.upper()
             alts = tuple(rec.ALT or ())
             ref_codes = encode(ref)
-            if p + len(ref) > seq.size or not np.all((seq[p:p + len(ref)] == ref_codes) | (ref_codes == N_CODE)):
+            if p < 0 or p + len(ref) > seq.size or \
+                    not np.all((seq[p:p + len(ref)] == ref_codes) | (ref_codes == N_CODE)):
                 key = (contig, p, ref, ",".join(alts))
                 if key not in self._mismatched:
                     self._mismatched.add(key)
@@ -262,11 +284,15 @@ class Cohort:
                     bisect.insort(self._mismatch_pos.setdefault(contig, []), p)
                 continue
             alls: list[np.ndarray | None] = [ref_codes]
+            plain_ref = all(ch in "ACGTN" for ch in ref)  # an IUPAC REF: the record is left out (as symbolic)
             for a in alts:
                 au = a.upper()
-                ok = bool(au) and not au.startswith("<") and all(ch in "ACGTN" for ch in au)
+                ok = plain_ref and bool(au) and not au.startswith("<") and all(ch in "ACGTN" for ch in au)
                 alls.append(encode(au) if ok else None)
-            g = rec.genotype
+            try:
+                g = rec.genotype
+            except Exception:  # no GT in the record's FORMAT (cyvcf2 raises): every call missing
+                g = None
             if g is None:
                 arr = np.full((s_n, 3), -1, dtype=np.int16)
                 arr[:, 2] = 0
@@ -309,7 +335,7 @@ class Cohort:
         name = self._names.get(contig)
         if name is None or end <= 0:
             return iter(())
-        return self.vcf(f"{name}:{max(start, 0) + 1}-{end}")  # spans may begin before the contig
+        return self._query(f"{name}:{max(start, 0) + 1}-{end}")  # spans may begin before the contig
 
     def _settled_start(self, contig: str, start: int) -> int:
         """Where to start reading afresh so that the records from ``start`` on are left out for overlaps
@@ -328,7 +354,7 @@ class Cohort:
         by_contig: dict[str, list] = {}
         fasta_of: dict[str, str | None] = {}
         try:
-            for rec in self.vcf:
+            for rec in parsed(self.vcf):
                 chrom = rec.CHROM
                 if chrom not in fasta_of:
                     fasta_of[chrom] = self.genome.resolve(chrom)

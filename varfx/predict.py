@@ -78,9 +78,10 @@ class Predictor:
         self.shifts = shifts
         self.margin = max(abs(s) for s in shifts)
         limit = min(self.geom.input_length, self.geom.output_bins * self.geom.bin_size) // 2
-        if self.margin >= limit:
+        if self.margin and self.margin >= limit:  # no shift (0) always fits, even a one-base output
             raise OptionError(f"--shifts: a shift of {self.margin:,} bp moves the window by half its output or more "
-                              f"(at most {limit - 1:,} bp for this model); shifts are a few bp, e.g. -1,0,1")
+                              + (f"(at most {limit - 1:,} bp for this model); shifts are a few bp, e.g. -1,0,1"
+                                 if limit > 1 else "(this model's output is too short to shift: leave --shifts out)"))
         self.members = [(s, False) for s in shifts] + ([(s, True) for s in shifts] if rc else [])
         self.two_hot = backend.encoding == "two-hot"
         self.paired = False  # windows hold pair codes of two haplotypes (personal genomes, two-hot backends)

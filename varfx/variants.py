@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
@@ -198,6 +199,39 @@ def open_vcf(path: str | os.PathLike, samples: bool | list[str] = False):
         raise InputError(f"cannot parse {path} as VCF/BCF ({msg}): check its header with `bcftools view -h {path}`")
 
 
+def region_records(vcf, region: str):
+    """The records of one region query of an open cyvcf2 ``vcf``.  cyvcf2 warns "no intervals found" for
+    a region without records; for varfx (a contig or stretch without variants or genotypes) that is an
+    answer, not a problem, so the warning is not shown."""
+    it = iter(vcf(region))
+    with warnings.catch_warnings():  # cyvcf2 warns when the query runs: at the first record
+        warnings.filterwarnings("ignore", message="no intervals found")
+        first = next(it, None)
+    if first is not None:
+        yield first
+        yield from it
+
+
+def no_alleles(rec) -> ValueError:
+    """The error for a line htslib could not split into alleles (fewer than eight tab-separated columns, a
+    POS below 1): it hands it over as a record without alleles (``end <= start`` and no ALT), whose REF
+    cyvcf2 would crash reading.  The readers turn it into their one-line error."""
+    return ValueError(f"the line beginning {str(rec).split(chr(9), 1)[0][:40]!r} has no REF: fewer than 8 "
+                      "tab-separated columns, or a POS below 1?")
+
+
+def parsed(records):
+    """The records htslib could read, for readers that do not go through :class:`VariantReader` (which
+    does the same inline).  A blank line, which htslib reads as a record with no CHROM and no alleles, is
+    passed over: it holds no variant and is no record.  A line without alleles raises :func:`no_alleles`."""
+    for rec in records:
+        if not rec.CHROM:
+            continue
+        if rec.end <= rec.start and not rec.ALT and str(rec).split("\t")[3:4] in ([], [""], ["."]):
+            raise no_alleles(rec)
+        yield rec
+
+
 def query_records(vcf, queries: list[str] | None):
     """The records of an open cyvcf2 ``vcf``: all of them, or those of the region ``queries`` in their
     order, each record once.  A record that overlaps several regions (overlapping regions, or a
@@ -210,7 +244,7 @@ def query_records(vcf, queries: list[str] | None):
     for q in queries:
         chrom, lo, hi = _query_span(q)
         earlier = spans.setdefault(chrom, [])
-        for rec in vcf(q):
+        for rec in region_records(vcf, q):
             if earlier and any(rec.start < e and rec.end > s for s, e in earlier):
                 continue
             yield rec
@@ -260,30 +294,27 @@ class VariantReader:
         return region_query(found, start, end)
 
     def _records(self):
-        return query_records(self._vcf, self._queries)
+        # without regions, cyvcf2's own iterator: a generator around it costs ~5% of the input path
+        return query_records(self._vcf, self._queries) if self._queries else iter(self._vcf)
 
     def first_contig(self, match: Callable[[str], bool]) -> str | None:
         """The name of a contig that ``match`` accepts and that has a record the run reads (in the regions,
         if any), or None; read on a handle of its own before the run.  With an index, one query per
         contig that the header (or, without ##contig lines, the index) names and ``match`` accepts; without
         one, a scan of the CHROM column (about 0.5 s per million records of text)."""
-        import warnings
-
         vcf = open_vcf(self.path)
         try:
-            with warnings.catch_warnings():  # cyvcf2 warns "no intervals found" for a contig without records
-                warnings.simplefilter("ignore")
-                if self._queries:
-                    return next((_query_span(q)[0] for q in self._queries
-                                 if match(_query_span(q)[0]) and next(iter(vcf(q)), None) is not None), None)
-                if _has_index(self.path):
-                    return next((c for c in vcf.seqnames if match(c)
-                                 and next(iter(vcf(region_query(c))), None) is not None), None)
-                if is_bcf(self.path):
-                    return _first_matching((rec.CHROM for rec in vcf), match)
-                with _open_bytes(self.path) as fh:  # the text's CHROM column: 2-4x faster than htslib
-                    lines = (line for line in fh if line[:1] != b"#")
-                    return _first_matching((line[:line.find(b"\t")] for line in lines), match)
+            if self._queries:
+                return next((_query_span(q)[0] for q in self._queries
+                             if match(_query_span(q)[0]) and next(region_records(vcf, q), None) is not None), None)
+            if _has_index(self.path):
+                return next((c for c in vcf.seqnames if match(c)
+                             and next(region_records(vcf, region_query(c)), None) is not None), None)
+            if is_bcf(self.path):
+                return _first_matching((rec.CHROM for rec in vcf), match)
+            with _open_bytes(self.path) as fh:  # the text's CHROM column: 2-4x faster than htslib
+                lines = (line for line in fh if line[:1] != b"#")
+                return _first_matching((line[:line.find(b"\t")] for line in lines), match)
         except VarfxError:
             raise
         except Exception:  # a record htslib cannot parse: the run itself reports it, with its place
@@ -301,21 +332,27 @@ class VariantReader:
         try:
             for rec in records:  # a record htslib cannot parse raises here, turned into one line below
                 # positions come from rec.start (int64): cyvcf2's rec.POS is an int32 and wraps past 2**32
+                chrom = rec.CHROM
+                if not chrom:  # a blank line, which htslib reads as a record without CHROM or alleles
+                    continue
                 index = n
                 n += 1
                 if keep is not None and not keep(index):
                     continue
-                chrom = rec.CHROM
                 contig = cache.get(chrom, False)
                 if contig is False:
                     contig = cache[chrom] = resolve(chrom)
-                ref = rec.REF
                 alts = rec.ALT
-                if len(alts) == 1 and contig is not None:  # the common case: one plain ALT
+                if len(alts) == 1:  # REF and one ALT: the common case
+                    ref = rec.REF
                     alt = alts[0]
-                    if alt in bases and ref in bases and alt != ref:
+                    if alt in bases and ref in bases and alt != ref and contig is not None:
                         yield Site(index, chrom, contig, rec.start + 1, rec.ID or ".", ref, [(0, alt)], [])
                         continue
+                elif rec.end <= rec.start and str(rec).split("\t")[3:4] in ([], [""], ["."]):
+                    raise no_alleles(rec)  # no alleles at all: cyvcf2 would crash reading its REF
+                else:
+                    ref = rec.REF
                 ref = ref.upper()
                 site = Site(index, chrom, contig, rec.start + 1, rec.ID or ".", ref, [], [])
                 for i, alt in enumerate(alts or ["."]):
@@ -334,7 +371,8 @@ class VariantReader:
         except Exception as exc:
             self.records_read = n
             raise InputError(f"{self.path}: record {n + 1} could not be parsed "
-                             f"({str(exc).splitlines()[0]}); fix or remove it (bcftools view reports the line)")
+                             f"({str(exc).splitlines()[0]}); fix or remove it (bcftools view reports the line; "
+                             "a blank line?)")
         finally:
             self.records_read = n
 

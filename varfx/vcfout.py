@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import InputError, OptionError
-from .variants import is_bcf, open_vcf, query_records
+from .variants import is_bcf, open_vcf, parsed, query_records
 from .writers import partial_path
 
 #: file name ending -> cyvcf2 Writer mode
@@ -134,7 +134,7 @@ class AnnotatedVCFWriter:
             self._replaced = [f.id for f in self.fields if self._declared(f)]
             for field in self.fields:
                 self._vcf.add_info_to_header(field.header())
-            self._records = query_records(self._vcf, queries)
+            self._records = parsed(query_records(self._vcf, queries))  # blank lines are no records
             self._writer = Writer(str(self.tmp), self._vcf, mode=mode)
         except BaseException:
             self._vcf.close()
