@@ -62,7 +62,15 @@ def _spec(tmp_path, **change):
     ({"strand_pairs": [[0, 7]]}, "strand pair"),
     ({"tracks": ["a", "b"]}, r"returns \(1, 8, 3\) but the spec says .* \(1, 8, 2\)"),
     ({"output_bins": 4}, r"returns \(1, 8, 3\)"),
-    ({"input_layout": "NCL"}, "fails on a"),
+    ({"input_layout": "NCL"}, r"fails on a \(1, 4, 64\) input as the spec describes: .* … .*channels"),
+    ({"output_layout": "NTB"}, r"returns \(1, 8, 3\) but the spec says \(batch, tracks, bins\) = \(1, 3, 8\)"),
+    # mistakes that used to be tracebacks, or silently changed the scores
+    ({"strand_pairs": None, "strand_pair": [[0, 1]]}, r"unknown key 'strand_pair' \(did you mean 'strand_pairs'\?\)"),
+    ({"strand_pairs": "none"}, "strand_pairs must be a list"),
+    ({"strand_pairs": [[0, 1], [1, 2]]}, "track 1 is in two strand pairs"),
+    ({"state_dict": 5}, "state_dict must be a file name"),
+    ({"tracks": ["a", "b", "a"]}, "track id 'a' is given twice"),
+    ({"tracks": ["a", "b\tc", "d"]}, "has a tab or a line break"),
 ])
 def test_spec_errors_name_the_problem(tmp_path, change, message):
     path = _spec(tmp_path, **change)
@@ -147,3 +155,43 @@ def test_exported_program_pt2(tmp_path):
     pt2.write_bytes(b"junk")
     with pytest.raises(ModelError, match="not a torch.export program"):
         load_backend("torchscript", [str(pt2)])
+
+
+def test_spec_notes_and_state_dict_files_that_are_no_state_dict(tmp_path):
+    path = _spec(tmp_path, _comment="keys starting with _ are notes")
+    assert load_backend("torchscript", [str(path)]).geometry.output_bins == 8
+    import argparse
+    torch.save({"model": ToyConv(64, 8, 4, 16, 3).state_dict(), "args": argparse.Namespace(lr=1)}, tmp_path / "ck.pt")
+    path = _spec(tmp_path, state_dict="ck.pt")
+    with pytest.raises(ModelError, match=r"ck.pt is not a state_dict of tensors .*torch.save\(model.state_dict"):
+        load_backend("torchscript", [str(path)])
+    torch.save([1, 2], tmp_path / "ck.pt")
+    with pytest.raises(ModelError, match=r"ck.pt holds a list, not a state_dict"):
+        load_backend("torchscript", [str(path)])
+
+
+def test_pt2_exported_in_training_mode_is_refused(tmp_path):
+    """An exported program keeps dropout and batch statistics on when exported in training mode, and cannot
+    be put in eval mode: its scores would be random."""
+    class WithDropout(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv1d(4, 3, 5, padding=2)
+            self.drop = torch.nn.Dropout(0.5)
+
+        def forward(self, x):  # (B, 64, 4) -> (B, 8, 3)
+            return self.drop(self.conv(x.transpose(1, 2))).transpose(1, 2)[:, 16:48].reshape(x.shape[0], 8, 4, 3).sum(2)
+
+    path, _ = save_toy(tmp_path)
+    for mode, refused in (("train", True), ("eval", False)):
+        m = WithDropout()
+        getattr(m, mode)()
+        ep = torch.export.export(m, (torch.zeros(2, 64, 4),), dynamic_shapes={"x": {0: torch.export.Dim("b")}})
+        pt2 = tmp_path / f"{mode}.pt2"
+        torch.export.save(ep, str(pt2))
+        pt2.with_suffix(".json").write_text(path.with_suffix(".json").read_text())
+        if refused:
+            with pytest.raises(ModelError, match=r"exported in training mode \(aten.dropout.default .*model.eval\(\)"):
+                load_backend("torchscript", [str(pt2)])
+        else:
+            assert load_backend("torchscript", [str(pt2)]).geometry.output_bins == 8

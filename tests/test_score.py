@@ -415,6 +415,62 @@ def test_tsv_only_lists_skipped_beside_it(case):
     assert len(pd.read_csv(t / "only.tsv", sep="\t")) == 12
 
 
+def test_a_model_that_fails_past_its_load_check_is_a_one_line_error(case):
+    """The model is run on one window when loaded; one that fails on a batch (written for a batch of 1), or
+    whose output shape changes with the batch, stopped the run with a traceback."""
+    import json
+    import torch
+    t = case["tmp"]
+
+    class BatchOfOne(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 64, 4) -> (B, 8, 3)
+            assert x.shape[0] == 1, "written for one sequence at a time"
+            return x[:, 16:48, :3].reshape(x.shape[0], 8, 4, 3).sum(2)
+
+    class Shrinks(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:  # 8 bins for one window, 7 for more
+            y = x[:, 16:48, :3].reshape(x.shape[0], 8, 4, 3).sum(2)
+            return y if x.shape[0] == 1 else y[:, 1:]
+
+    spec = json.loads(case["weights"].with_suffix(".json").read_text())
+    base = ["score", str(case["vcf"]), "--fasta", str(case["fasta"]), "--backend", "torchscript", "--out",
+            str(t / "x.h5")]
+    for module, words in ((BatchOfOne(), ["the model failed on a batch of", "written for one sequence at a time",
+                                          "--batch-size 1"]),
+                          (Shrinks(), ["the model returned (", ", 7, 3) for a batch of", "depends on the batch size"])):
+        path = t / f"{type(module).__name__}.pt"
+        torch.jit.save(torch.jit.script(module), str(path))
+        path.with_suffix(".json").write_text(json.dumps(spec))
+        code, msg = _err(base + ["--weights", str(path)])
+        assert code == 1 and all(w in msg for w in words), msg
+        assert not (t / "x.h5").exists() and not (t / "x.h5.parts").exists()
+    r = run_cli(base + ["--weights", str(t / "BatchOfOne.pt"), "--batch-size", "1", "-q"])
+    assert r.exit_code == 0 and "variants scored: 12" in r.output, r.output
+
+
+def test_variant_bins_that_no_output_bin_reaches_are_an_option_error(case, tmp_path):
+    """A model whose output covers only the left of its window: --bins variant:M that cannot reach an
+    output bin scored every variant NaN (and reported them scored)."""
+    import json
+    import torch
+
+    class Left(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:  # bins of 4 bp over the first 16 of 64
+            return x[:, :16, :].reshape(x.shape[0], 4, 4, 4).sum(2)
+
+    path = tmp_path / "left.pt"
+    torch.jit.save(torch.jit.script(Left()), str(path))
+    path.with_suffix(".json").write_text(json.dumps({"input_length": 64, "output_bins": 4, "bin_size": 4,
+                                                     "bin_offset": 0, "tracks": ["A", "C", "G", "T"]}))
+    base = ["score", str(case["vcf"]), "--fasta", str(case["fasta"]), "--backend", "torchscript",
+            "--weights", str(path), "--out", str(tmp_path / "l.h5")]
+    code, msg = _err(base + ["--bins", "variant:8"])
+    assert code == 2 and "--bins variant:8: this model's output bins cover [0, 16) of its 64-bp window" in msg
+    r = run_cli(base + ["--bins", "variant:17", "-q"])  # reaches bin 3 ([12, 16)) from the centre at 32
+    assert r.exit_code == 0, r.output
+    assert np.isfinite(varfx.read_scores(tmp_path / "l.h5").stats["SAD"]).any()
+
+
 def test_score_help_names_every_statistic():
     from varfx.scores import PROFILE_STATS, STATS
     text = " ".join(run_cli(["score", "--help"]).output.split())

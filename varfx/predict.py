@@ -22,7 +22,8 @@ import numpy as np
 import torch
 
 from .encoding import one_hot, revcomp_hot, two_hot_pairs
-from .errors import OptionError
+from .backends.base import error_text
+from .errors import ModelError, OptionError, VarfxError
 from .windows import round_away
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -130,8 +131,31 @@ class Predictor:
 
     def _run(self, x: torch.Tensor) -> torch.Tensor:
         """The backend on ``x`` in forward passes of at most ``batch_size`` sequences."""
-        parts = [self.backend.predict(x[i:i + self.batch_size]).float() for i in range(0, x.shape[0], self.batch_size)]
+        parts = [self._forward(x[i:i + self.batch_size]) for i in range(0, x.shape[0], self.batch_size)]
         return torch.cat(parts, 0) if len(parts) > 1 else parts[0]
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        """One forward pass, as float32.  The model was run once on one window when it was loaded; a model
+        that fails later (one exported for a batch of 1, say), or returns another shape, is a one-line
+        error naming the batch, not a traceback."""
+        n = x.shape[0]
+        try:
+            y = self.backend.predict(x)
+        except VarfxError:
+            raise
+        except torch.cuda.OutOfMemoryError:
+            raise ModelError(f"out of GPU memory in a forward pass of {n} windows: lower --batch-size") from None
+        except Exception as exc:  # a user's model: anything can go wrong
+            hint = (": a model written or exported for a fixed batch of 1 fails on more (export it with a dynamic "
+                    "batch dimension, or pass --batch-size 1)") if n > 1 else ""
+            raise ModelError(f"the model failed on a batch of {n} windows ({error_text(exc)}){hint}") from None
+        g = self.geom
+        if not isinstance(y, torch.Tensor) or y.ndim != 3 or y.shape[0] != n or y.shape[1] != g.output_bins:
+            got = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
+            raise ModelError(f"the model returned {got} for a batch of {n} windows, not (batch, bins, tracks) = "
+                             f"({n}, {g.output_bins}, tracks) as it did on one window when loaded: its output "
+                             "depends on the batch size")
+        return y.float()
 
     @torch.inference_mode()
     def __call__(self, ref: np.ndarray, alt: np.ndarray, ref_row: np.ndarray | None = None,

@@ -93,10 +93,18 @@ class BinSelection:
                           "(e.g. --bins center:10)")
 
     def check(self, geom: "Geometry") -> None:
-        """``center:K`` asks for at most the model's output bins (it would be clamped silently)."""
+        """``center:K`` asks for at most the model's output bins (it would be clamped silently);
+        ``variant:M`` must reach an output bin from the window centre (every score would be NaN)."""
         if self.mode == "center" and self.count > geom.output_bins:
             raise OptionError(f"--bins center:{self.count}: the model has {geom.output_bins:,} output bins "
                               "(--bins all sums all of them)")
+        if self.mode == "variant":
+            lo, hi = geom.bin_offset, geom.bin_offset + geom.output_bins * geom.bin_size
+            c, m = geom.center, self.margin
+            if c + 1 + m <= lo or c - m >= hi:
+                raise OptionError(f"--bins variant:{m}: this model's output bins cover [{lo:,}, {hi:,}) of its "
+                                  f"{geom.input_length:,}-bp window, which does not reach the variant at {c:,} "
+                                  f"± {m:,} bp: use --bins all, --bins center:K or a larger variant:MARGIN")
 
     def describe(self) -> str:
         if self.mode == "variant":

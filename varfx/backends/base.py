@@ -137,19 +137,34 @@ def load_state_dict_checked(module: torch.nn.Module, state: dict, source: str) -
     module.load_state_dict(state, strict=False)
 
 
-def check_output(fn, geometry: Geometry, n_tracks: int, path, what: str, fix: str) -> None:
+def error_text(exc: BaseException) -> str:
+    """An exception in one line: its first line and, when the cause is further down (TorchScript puts
+    "The following operation failed…" first and the reason last), its last line too."""
+    lines = [x.strip() for x in str(exc).strip().splitlines() if x.strip()] or [type(exc).__name__]
+    return lines[0] if len(lines) == 1 else f"{lines[0]} … {lines[-1]}"
+
+
+def check_output(fn, geometry: Geometry, n_tracks: int, path, what: str, fix: str,
+                 layout: tuple[bool, bool] = (False, False)) -> None:
     """Run ``fn`` once on a zero (1, L, 4) input; a one-line ModelError if it fails or its output is
-    not (1, bins, tracks). ``what`` names the output with its verb ("returns", "output 'x' is")."""
+    not (1, bins, tracks). ``what`` names the output with its verb ("returns", "output 'x' is");
+    ``layout`` says whether ``fn`` hands the model (batch, 4, L) input (NCL) and takes its output as
+    (batch, tracks, bins) (NTB), so that the shapes named are the model's own."""
     g = geometry
+    ncl, ntb = layout
+    shown = f"(1, 4, {g.input_length})" if ncl else f"(1, {g.input_length}, 4)"
     try:
         with torch.inference_mode():
             y = fn(torch.zeros(1, g.input_length, 4))
     except Exception as exc:  # a user's model: anything can go wrong
-        raise ModelError(f"{path} fails on a (1, {g.input_length}, 4) input as the spec describes: "
-                         f"{str(exc).strip().splitlines()[0]}")
+        raise ModelError(f"{path} fails on a {shown} input as the spec describes: {error_text(exc)}")
     want = (1, g.output_bins, n_tracks)
     if not isinstance(y, torch.Tensor) or tuple(y.shape) != want:
         got = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
+        if ntb:  # name the model's own (batch, tracks, bins)
+            got = (got[0], got[2], got[1]) if isinstance(got, tuple) and len(got) == 3 else got
+            raise ModelError(f"{path} {what} {got} but the spec says (batch, tracks, bins) = "
+                             f"{(1, n_tracks, g.output_bins)}: {fix}")
         raise ModelError(f"{path} {what} {got} but the spec says (batch, bins, tracks) = {want}: {fix}")
 
 

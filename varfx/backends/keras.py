@@ -491,7 +491,7 @@ class KerasBackend(Backend):
 
 def _read_keras_spec(path: Path) -> dict:
     """The torchscript spec format; a Keras model is channels-last and carries its own weights."""
-    spec = read_spec(path)
+    spec = read_spec(path, extra_keys=("output",))
     if spec.get("input_layout", "NLC") != "NLC" or spec.get("output_layout", "NBT") != "NBT":
         raise ModelError(f"{path}: a Keras model is channels-last; drop input_layout/output_layout from the spec")
     if "state_dict" in spec:
