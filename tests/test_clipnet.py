@@ -64,8 +64,20 @@ def test_bad_weights():
 
 
 def test_empty_weights_folder(tmp_path):
-    with pytest.raises(InputError, match="no .h5 files"):
+    with pytest.raises(InputError, match="no .h5 or .hdf5 files"):
         load_backend("clipnet", [str(tmp_path)])
+
+
+def test_folders_of_hdf5_folds_and_a_fold_named_twice(tmp_path):
+    """CLIPNET's own loader also takes fold_*.hdf5; a fold named twice was averaged in twice."""
+    for p in FOLDS:
+        shutil.copy(p, tmp_path / (p.stem + ".hdf5"))
+    (tmp_path / "sub.h5").mkdir()  # a folder named like a fold is not one
+    assert len(load_backend("clipnet", [str(tmp_path)]).folds) == 3
+    with pytest.raises(InputError, match=r"names the fold .* twice: each fold counts once"):
+        load_backend("clipnet", [str(tmp_path), str(tmp_path / (FOLDS[0].stem + ".hdf5"))])
+    with pytest.raises(InputError, match=r"sub.h5 is neither a fold file nor a folder of them|folder has no"):
+        load_backend("clipnet", [str(tmp_path / "sub.h5")])
 
 
 def _windows(seq, pos, ref, alt):
@@ -84,7 +96,7 @@ def test_score_example_genome_and_statistics(tmp_path):
     r = CliRunner().invoke(cli, args)
     assert r.exit_code == 0, r.output
     res = varfx.read_scores(tmp_path / "c.h5")
-    assert res.settings["stats"] == ["SAD", "logSED", "QTL", "JSD"] and res.settings["bins"] == "all"
+    assert res.settings["stats"] == ["SAD", "logSED", "TOTAL", "logTOTAL", "QTL", "JSD"] and res.settings["bins"] == "all"
     assert res.stats["SAD"].shape == (len(res.variants), 3) and res.stats["QTL"].shape == (len(res.variants),)
     # an independent computation for the SNVs: windows from text, hom two-hot, the folds through the converter
     folds = [load_keras_h5(p) for p in FOLDS]

@@ -18,7 +18,7 @@ def _score(tmp, name, seq, pos, ref, alt, weights, bins):
     fa = write_fasta(tmp / f"{name}.fa", {"chr1": seq})
     vcf = write_vcf(tmp / f"{name}.vcf", [("chr1", pos, "v", ref, alt)])
     varfx.score_vcf(vcf, fa, "torchscript", [str(weights)], tmp / f"{name}.h5", bins=bins,
-                    stats="SAD,logSED,D1,D2", float32=True, rc=True, shifts="-1,0,1")
+                    stats="SAD,logSED,D1,D2,TOTAL,logTOTAL", float32=True, rc=True, shifts="-1,0,1")
     return varfx.read_scores(tmp / f"{name}.h5").stats
 
 
@@ -46,6 +46,9 @@ def test_swapping_ref_and_alt_flips_sad(tmp_path, seed, pos, ref_len, alt, indel
     np.testing.assert_allclose(b["logSED"], -a["logSED"], rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(b["D1"], a["D1"], rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(b["D2"], a["D2"], rtol=1e-4, atol=1e-5)
+    # whole outputs: the swapped run's REF and ALT windows are this run's ALT and REF windows, indels too
+    np.testing.assert_allclose(b["TOTAL"], -a["TOTAL"], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(b["logTOTAL"], -a["logTOTAL"], rtol=1e-4, atol=1e-5)
 
 
 @settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -471,6 +471,46 @@ def test_variant_bins_that_no_output_bin_reaches_are_an_option_error(case, tmp_p
     assert np.isfinite(varfx.read_scores(tmp_path / "l.h5").stats["SAD"]).any()
 
 
+def test_total_compares_whole_outputs_unpaired(tmp_path):
+    """TOTAL and logTOTAL sum each window's whole output: with a per-base model (1-bp bins, output = A or
+    not) a deletion of an A run scores SAD 0 (the paired statistics compare shared bases only) but TOTAL =
+    the A count of the ALT window minus that of the REF window, counted here on the sequences by hand."""
+    import json
+    import random
+    import torch
+    from conftest import write_fasta, write_vcf
+
+    class IsA(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 64, 4) -> (B, 64 bins, 1 track)
+            return x[:, :, 0:1]
+
+    path = tmp_path / "isa.pt"
+    torch.jit.save(torch.jit.script(IsA()), str(path))
+    path.with_suffix(".json").write_text(json.dumps({"input_length": 64, "output_bins": 64, "bin_size": 1,
+                                                     "bin_offset": 0, "tracks": ["A"]}))
+    rng = random.Random(5)
+    seq = "".join(rng.choice("CGT") for _ in range(400))
+    seq = seq[:200] + "A" * 12 + seq[212:]  # an A run at 0-based 200..211
+    fasta = write_fasta(tmp_path / "g.fa", {"chr1": seq})
+    recs = [("chr1", 200, "del_run", seq[199:212], seq[199]),  # deletes the run
+            ("chr1", 150, "ins_a", seq[149], seq[149] + "AAAA"),  # inserts 4 A
+            ("chr1", 300, "snv", seq[299], "A")]
+    vcf = write_vcf(tmp_path / "v.vcf", recs, contigs={"chr1": 400})
+    r = run_cli(["score", str(vcf), "--fasta", str(fasta), "--backend", "torchscript", "--weights", str(path),
+                 "--stat", "SAD,TOTAL,logTOTAL", "--bins", "all", "--float32", "--out", str(tmp_path / "t.h5"), "-q"])
+    assert r.exit_code == 0, r.output
+    res = varfx.read_scores(tmp_path / "t.h5")
+    for i, (_, pos, _, ref, alt) in enumerate(recs):
+        start = pos - 1 - 32  # the window: POS at index 32 of 64
+        ref_w = seq[start:start + 64]
+        alt_w = (seq[:pos - 1] + alt + seq[pos - 1 + len(ref):])[start:start + 64]
+        want = alt_w.count("A") - ref_w.count("A")
+        assert res.stats["TOTAL"][i, 0] == want, (recs[i], res.stats["TOTAL"][i, 0], want)
+        assert np.isclose(res.stats["logTOTAL"][i, 0], np.log2(alt_w.count("A") + 1) - np.log2(ref_w.count("A") + 1))
+    assert res.stats["TOTAL"][0, 0] == -12 and res.stats["SAD"][0, 0] == 0  # the run is gone; no shared base changed
+    assert res.stats["SAD"][2, 0] == res.stats["TOTAL"][2, 0] == 1  # an SNV: the two agree
+
+
 def test_score_help_names_every_statistic():
     from varfx.scores import PROFILE_STATS, STATS
     text = " ".join(run_cli(["score", "--help"]).output.split())

@@ -43,6 +43,8 @@ STAT_TEXT = {
     "logSED": "log2(ALT sum + c) - log2(REF sum + c) over the selected bins",
     "D1": "L1 distance of ALT and REF predictions over the selected bins",
     "D2": "L2 distance of ALT and REF predictions over the selected bins",
+    "TOTAL": "sum of ALT minus sum of REF predictions over every bin of each window, unpaired",
+    "logTOTAL": "log2(ALT sum + c) - log2(REF sum + c) over every bin of each window, unpaired",
     "QTL": "L2 distance of the ALT and REF profiles over every bin and the profile tracks",
     "JSD": "Jensen-Shannon distance of the ALT and REF profile shapes",
 }

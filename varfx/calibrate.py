@@ -363,7 +363,7 @@ def bind_calibration(cal: Calibration | str | os.PathLike, attrs: dict, track_id
     mine, theirs = matched_settings(attrs), cal.settings
     stats = list(track_stats) + list(profile_stats)
     skip = set()
-    if "logSED" not in stats:
+    if "logSED" not in stats and "logTOTAL" not in stats:
         skip.add("pseudocount")
     if not profile_stats:
         skip.add("profile_tracks")

@@ -161,8 +161,9 @@ def backend_options(f):
 @click.option("--bins", default=None,
               help="Bins to sum: variant (±128 bp; the default for most backends), variant:MARGIN, all, center:K.")
 @click.option("--stat", "stats", multiple=True, metavar="LIST",
-              help="Statistics: SAD, logSED, D1, D2, QTL, JSD (comma list or repeated; default SAD,logSED).")
-@click.option("--pseudocount", type=float, default=1.0, show_default=True, help="c in logSED.")
+              help="Statistics: SAD, logSED, D1, D2, TOTAL, logTOTAL, QTL, JSD (comma list or repeated; "
+                   "default SAD,logSED).")
+@click.option("--pseudocount", type=float, default=1.0, show_default=True, help="c in logSED and logTOTAL.")
 @inference_options
 @click.option("--tracks", metavar="SELECTION", help="Index list (0,5-9), a file of track ids, or a regex on descriptions.")
 @click.option("--float32", "float32", is_flag=True, help="Store scores as float32 in HDF5 (default float16).")
@@ -328,7 +329,7 @@ def export(scores, fmt, out, stats, tracks):
 @click.option("--tsv", type=click.Path(dir_okay=False), help="Long TSV: chrom pos ref alt track stat value.")
 @click.option("--stat", "stats", multiple=True, metavar="LIST", help="Statistics, as in `varfx score`.")
 @click.option("--bins", default=None, help="Bins to sum, as in `varfx score`, around the window centre.")
-@click.option("--pseudocount", type=float, default=1.0, show_default=True, help="c in logSED.")
+@click.option("--pseudocount", type=float, default=1.0, show_default=True, help="c in logSED and logTOTAL.")
 @inference_options
 @click.option("--tracks", metavar="SELECTION", help="Index list, a file of track ids, or a regex on descriptions.")
 @click.option("--short-contigs", type=click.Choice(["error", "pad"]), default="error", show_default=True,
@@ -469,7 +470,7 @@ def _backend_optional(f):
               help="Quantiles Q stored per track: percentiles exact to 100/Q (exact when the background is smaller).")
 @click.option("--bins", default=None, help="Bins to sum, as in `varfx score`.")
 @click.option("--stat", "stats", multiple=True, metavar="LIST", help="Statistics, as in `varfx score`.")
-@click.option("--pseudocount", type=float, default=1.0, show_default=True, help="c in logSED.")
+@click.option("--pseudocount", type=float, default=1.0, show_default=True, help="c in logSED and logTOTAL.")
 @inference_options
 @click.option("--tracks", metavar="SELECTION", help="Index list, a file of track ids, or a regex on descriptions.")
 @click.option("--shard", metavar="K/N", help="Score the K-th of N parts of the background (writes --scores only).")

@@ -23,7 +23,8 @@ from .backends import Backend, backend_class, load_backend
 from .errors import OptionError, VarfxError
 from .genome import Genome
 from .predict import Predictor, parse_shifts, resolve_device
-from .scores import DEFAULT_STATS, PROFILE_STATS, STATS, Aligned, parse_stats, profile_stats, variant_stats
+from .scores import (DEFAULT_STATS, PROFILE_STATS, STATS, WHOLE_STATS, Aligned, parse_stats, profile_stats,
+                     variant_stats)
 from .tracks import select_tracks, strand_permutation, with_strand_partners
 from .variants import Site, VariantReader
 from .prefetch import WorkerInfo, prefetch, worker_batches
@@ -586,7 +587,7 @@ class ModelRun:
     @property
     def gene_stats(self) -> tuple[str, ...]:
         """The statistics of (variant, gene) rows: the per-track ones (profile statistics are per variant)."""
-        return tuple(s for s in self.track_stats if s in STATS)
+        return tuple(s for s in self.track_stats if s in STATS and s not in WHOLE_STATS)  # TSS bins, not windows
 
     def gene_scores(self, ref_pred, alt_pred, ref_row, rows) -> dict[str, np.ndarray]:
         """Per-track statistics of (variant, gene) pairs (varfx.genes.GeneRows) -> {stat: (G, T)}."""

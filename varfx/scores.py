@@ -29,7 +29,9 @@ import torch
 
 from .errors import OptionError
 
-STATS = ("SAD", "logSED", "D1", "D2")
+STATS = ("SAD", "logSED", "D1", "D2", "TOTAL", "logTOTAL")
+#: per-track statistics of each window's whole output, unpaired (no bin alignment, whatever --bins says)
+WHOLE_STATS = ("TOTAL", "logTOTAL")
 PROFILE_STATS = ("QTL", "JSD")
 DEFAULT_STATS = ("SAD", "logSED")
 JSD_EPS = 1e-10
@@ -87,7 +89,15 @@ def variant_stats(ref_pred: torch.Tensor, alt_pred: torch.Tensor, al: Aligned,
     # no (REF, ALT) bin pair left (an indel moved every ALT bin off the output): NaN, not 0; masked_fill
     # without first asking whether any row is empty, which would make the host wait for the GPU
     empty = ~al.mask.any(1, keepdim=True)
-    return {s: out[s].masked_fill(empty, float("nan")) for s in stats}
+    out = {s: v.masked_fill(empty, float("nan")) for s, v in out.items()}
+    if "TOTAL" in stats or "logTOTAL" in stats:  # each window's whole output: for indels, bases paired or not
+        ref_all = ref_pred[al.ref_row].float().sum(1)
+        alt_all = alt_pred[alt_row].float().sum(1)
+        if "TOTAL" in stats:
+            out["TOTAL"] = alt_all - ref_all
+        if "logTOTAL" in stats:
+            out["logTOTAL"] = torch.log2(alt_all + pseudocount) - torch.log2(ref_all + pseudocount)
+    return {s: out[s] for s in stats}
 
 
 def profile_stats(ref_pred: torch.Tensor, alt_pred: torch.Tensor, al: Aligned, tracks: torch.Tensor,

@@ -11,8 +11,9 @@ does), then scales.
 Tracks: 0 = plus-strand initiation, 1 = minus-strand initiation (a strand pair:
 reverse complement flips positions and swaps them), 2 = both strands (plus +
 minus at each position; summed over all positions it is the quantity).
-Defaults: all bins, statistics SAD, logSED (on track 2 these are the change of
-quantity and its log2 fold change), QTL and JSD over the two strands.
+Defaults: all bins, statistics SAD, logSED (over paired bases), TOTAL, logTOTAL
+(on track 2 the change of quantity and its log2 fold change, indels included),
+QTL and JSD over the two strands.
 """
 
 from __future__ import annotations
@@ -36,21 +37,32 @@ TRACKS = pd.DataFrame({
 
 
 def fold_files(weights: list[str]) -> list[Path]:
-    """--weights values -> .h5 files: files as given, folders expanded to their *.h5 (sorted)."""
+    """--weights values -> fold files: files as given, folders expanded to their *.h5 and *.hdf5 files
+    (sorted); a fold named twice (a folder and one of its files, say) is an error, not counted twice."""
     if not weights:
         raise InputError("the clipnet backend needs --weights: the fold_*.h5 files or their folder")
     paths: list[Path] = []
     for w in weights:
         p = Path(w)
         if p.is_dir():
-            found = sorted(p.glob("*.h5"))
+            found = sorted(q for q in p.iterdir() if q.suffix in (".h5", ".hdf5") and q.is_file())
             if not found:
-                raise InputError(f"--weights {p}: the folder has no .h5 files (CLIPNET's are fold_1.h5 … fold_9.h5)")
+                raise InputError(f"--weights {p}: the folder has no .h5 or .hdf5 files (CLIPNET's are fold_1.h5 … "
+                                 "fold_9.h5)")
             paths.extend(found)
         elif p.is_file():
             paths.append(p)
+        elif p.exists():
+            raise InputError(f"--weights {p} is neither a fold file nor a folder of them")
         else:
             raise InputError(f"weights file not found: {p}")
+    seen: dict[Path, Path] = {}
+    for p in paths:
+        key = p.resolve()
+        if key in seen:
+            raise InputError(f"--weights names the fold {p} twice: each fold counts once in the ensemble's "
+                             "average; give it once")
+        seen[key] = p
     return paths
 
 
@@ -60,7 +72,7 @@ class ClipnetBackend(Backend):
     needs = "--weights fold_1.h5 --weights fold_2.h5 … or --weights DIR (CLIPNET's Keras fold files)"
     encoding = "two-hot"
     default_bins = "all"
-    default_stats = ("SAD", "logSED", "QTL", "JSD")
+    default_stats = ("SAD", "logSED", "TOTAL", "logTOTAL", "QTL", "JSD")
     profile_tracks = [0, 1]
 
     def __init__(self, weights: list[str], **options):
