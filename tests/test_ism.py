@@ -194,13 +194,17 @@ def test_enformer_incremental_pass_matches_full_predictions(tmp_path, monkeypatc
     _, ckpt = make_checkpoint(tmp_path / "mid", monkeypatch, MID, MID_LENGTH, seed=7)
     shutil.copy(EXAMPLES / "genome.fa", tmp_path / "genome.fa")
     b = load_backend("enformer", [str(ckpt)])
-    calls = []
-    inner = b.predict_ref_alt
+    calls, towers = [], []
+    inner, tower = b.predict_ref_alt, b.model.conv_tower
     monkeypatch.setattr(b, "predict_ref_alt", lambda *a: calls.append(a[1].shape[0]) or inner(*a))
+    monkeypatch.setattr(b.model, "conv_tower", lambda x: towers.append(x.shape[0]) or tower(x))
+    monkeypatch.setattr("varfx.ism.work_unit", lambda batch, length: 4)  # 9 mutations in chunks of 4, 4 and 1
     tracks = "0,7,100"
     summary = varfx.ism.saturation_mutagenesis("chr1:20000-20002", tmp_path / "genome.fa", b, out=tmp_path / "e.h5",
                                                stats=["SAD", "D1"], bins="center:4", tracks=tracks)
-    assert calls == [9] and summary.mutations == 9
+    assert calls == [4, 4, 1] and summary.mutations == 9
+    # the REF window's conv tower once (it was run again with each chunk), then each chunk's ALT patches
+    assert towers == [1, 4, 4, 1], towers
     res = read_ism(tmp_path / "e.h5")
     seq = "".join(x.strip() for x in (tmp_path / "genome.fa").read_text().split(">chr2")[0].splitlines()[1:])
     c = MID_LENGTH // 2
@@ -296,6 +300,6 @@ def test_options_that_do_not_apply(tmp_path, fasta, toy):
     r = run(ism_args(fasta, weights, "chr1:10-12", tmp_path / "x.h5", "--bins", "middle"))
     assert r.exit_code == 2 and "--bins 'middle' is not one of" in r.output
     r = run(ism_args(fasta, weights, "chr1:10-12", tmp_path / "x.h5", "--stat", "NOPE"))
-    assert r.exit_code == 2 and r.output == ("varfx: error: --stat 'NOPE' is not one of SAD, logSED, D1, D2, QTL, "
-                                             "JSD\n")
+    assert r.exit_code == 2 and r.output == ("varfx: error: --stat 'NOPE' is not one of SAD, logSED, D1, D2, TOTAL, "
+                                             "logTOTAL, QTL, JSD\n")
     assert not list(tmp_path.glob("x.h5*"))

@@ -13,10 +13,10 @@ bases, and each of those SNVs is scored exactly as ``varfx score`` scores an SNV
 * **statistics**: ``varfx.scores`` (``--stat``), REF against ALT, through :class:`varfx.run.ModelRun`.
 
 The REF window is predicted once; ALT windows go through the predictor in chunks, with their
-changed spans so that a backend's incremental ALT pass (Enformer) is used (it recomputes the REF
-conv tower, which it splices ALT changes into, once per chunk).  A REF base that is not A, C, G or T
-(N, IUPAC codes) is not mutated: its four entries stay NaN and it is listed in ``skipped`` with the
-reason ``ref_not_acgt``.
+changed spans so that a backend's incremental ALT pass (Enformer) is used (it keeps the REF
+window's conv tower, which it splices ALT changes into, from the first chunk to the last).  A REF
+base that is not A, C, G or T (N, IUPAC codes) is not mutated: its four entries stay NaN and it is
+listed in ``skipped`` with the reason ``ref_not_acgt``.
 """
 
 from __future__ import annotations

@@ -171,6 +171,9 @@ class EnformerBackend(Backend):
         self.tracks = self.track_table_for(head, cfg.output_heads[head])
         self.strand_pairs = []
         self._rows = None
+        #: the REF windows of recent single-window calls, with their conv tower output and prediction
+        #: (varfx ism: one REF window, its mutations in many chunks); see _ref_pass
+        self._ref_cache: list[tuple] = []
         self.compiled = bool(compile)
         if compile:
             self._compile()
@@ -241,9 +244,7 @@ class EnformerBackend(Backend):
         def chunks(n):
             return range(0, n, batch_size)
 
-        towers = torch.cat([m.conv_tower(ref_x[i:i + batch_size]) for i in chunks(ref_x.shape[0])])
-        ref_pred = torch.cat([m.head(m.trunk_from_tower(towers[i:i + batch_size]), self.head_name, self._rows)
-                              for i in chunks(towers.shape[0])])
+        towers, ref_pred = self._ref_pass(ref_x, batch_size)
         alt_pred = torch.empty((alt_x.shape[0], *ref_pred.shape[1:]), dtype=ref_pred.dtype, device=ref_pred.device)
         local = lo >= 0
         for idx in (torch.nonzero(local).flatten(), torch.nonzero(~local).flatten()):
@@ -255,6 +256,25 @@ class EnformerBackend(Backend):
                     t = m.conv_tower(alt_x[part])
                 alt_pred[part] = m.head(m.trunk_from_tower(t), self.head_name, self._rows).to(alt_pred.dtype)
         return ref_pred, alt_pred
+
+    def _ref_pass(self, ref_x: torch.Tensor, batch_size: int):
+        """The REF windows' conv tower output and predictions.  A single REF window met again (varfx ism
+        hands the same REF window with each chunk of its mutations, once per ensemble member) reuses
+        them, as long as the tracks and the autocast setting are the same: the tower and trunk run once
+        per REF window and member instead of once per chunk."""
+        m = self.model
+        amp = None
+        if ref_x.shape[0] == 1:
+            amp = (torch.is_autocast_enabled(ref_x.device.type), torch.get_autocast_dtype(ref_x.device.type))
+            for x, rows, mode, towers, pred in self._ref_cache:
+                if rows is self._rows and mode == amp and x.shape == ref_x.shape and torch.equal(x, ref_x):
+                    return towers, pred
+        towers = torch.cat([m.conv_tower(ref_x[i:i + batch_size]) for i in range(0, ref_x.shape[0], batch_size)])
+        ref_pred = torch.cat([m.head(m.trunk_from_tower(towers[i:i + batch_size]), self.head_name, self._rows)
+                              for i in range(0, towers.shape[0], batch_size)])
+        if amp is not None:  # the 8 most recent (ensemble members: --shifts and --rc)
+            self._ref_cache = [(ref_x.clone(), self._rows, amp, towers, ref_pred), *self._ref_cache[:7]]
+        return towers, ref_pred
 
     def settings(self) -> dict:
         return {"head": self.head_name, "incremental_alt_pass": self.incremental, "compile": self.compiled,
