@@ -658,7 +658,7 @@ def test_bad_files(tmp_path):
         cohort.block("chr1", 0, 60)
 
 
-def _cohort_text(tmp_path, name: str, lines: list[str], contigs=("chr1",), seq_len=60) -> "Path":
+def _cohort_text(tmp_path, name: str, lines: list[str], contigs=("chr1",), seq_len=60):
     header = ["##fileformat=VCFv4.2", '##FORMAT=<ID=GT,Number=1,Type=String,Description="Genotype">',
               '##FORMAT=<ID=DP,Number=1,Type=Integer,Description="Depth">',
               *(f"##contig=<ID={c},length={seq_len}>" for c in contigs),
