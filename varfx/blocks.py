@@ -184,11 +184,11 @@ def _differences(old: dict, new: dict) -> list[str]:
 
 def finished_run(finals: dict, manifest: dict) -> dict | None:
     """``--resume`` with no interrupted run: the counts of an earlier run of the same command that
-    finished, or None. It finished when every output (``finals``: output kind -> path) is at its final name (so
-    complete), the HDF5 (``finals["out"]``) records the same settings, inputs and shard as ``manifest``
-    (``run_manifest``), and every other output is a shard table recording them too and ending with its end
-    line. A plain table records no settings, so a run that writes one is scored again.
-    """
+    finished, or None.  It finished when every output (``finals``: output kind -> path) is at its final
+    name (so complete), the HDF5 (``finals["out"]``) records the same settings, inputs and shard as
+    ``manifest`` (``run_manifest``), and every other output is a shard table recording them too and
+    ending with its end line.  A plain table records no settings, so a run that writes one is scored
+    again."""
     out = finals.get("out")
     others = [p for k, p in finals.items() if k != "out" and p is not None]
     if out is None or not all(Path(p).is_file() for p in [out, *others]):
