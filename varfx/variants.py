@@ -212,10 +212,15 @@ def region_records(vcf, region: str):
         yield from it
 
 
+def has_no_alleles(rec) -> bool:
+    """A line htslib could not split into alleles (fewer than eight tab-separated columns, a POS below 1):
+    it hands it over as a record with no REF bases (``end <= start``) and no REF in its text, whose REF
+    cyvcf2 would crash reading.  ``end <= start`` alone is cheap; the text is looked at only then."""
+    return rec.end <= rec.start and str(rec).split("\t")[3:4] in ([], [""], ["."])
+
+
 def no_alleles(rec) -> ValueError:
-    """The error for a line htslib could not split into alleles (fewer than eight tab-separated columns, a
-    POS below 1): it hands it over as a record without alleles (``end <= start`` and no ALT), whose REF
-    cyvcf2 would crash reading.  The readers turn it into their one-line error."""
+    """The error for a record :func:`has_no_alleles` finds; the readers turn it into their one-line error."""
     return ValueError(f"the line beginning {str(rec).split(chr(9), 1)[0][:40]!r} has no REF: fewer than 8 "
                       "tab-separated columns, or a POS below 1?")
 
@@ -227,7 +232,7 @@ def parsed(records):
     for rec in records:
         if not rec.CHROM:
             continue
-        if rec.end <= rec.start and not rec.ALT and str(rec).split("\t")[3:4] in ([], [""], ["."]):
+        if has_no_alleles(rec):
             raise no_alleles(rec)
         yield rec
 
@@ -349,8 +354,8 @@ class VariantReader:
                     if alt in bases and ref in bases and alt != ref and contig is not None:
                         yield Site(index, chrom, contig, rec.start + 1, rec.ID or ".", ref, [(0, alt)], [])
                         continue
-                elif rec.end <= rec.start and str(rec).split("\t")[3:4] in ([], [""], ["."]):
-                    raise no_alleles(rec)  # no alleles at all: cyvcf2 would crash reading its REF
+                elif has_no_alleles(rec):  # only records without exactly one ALT get here
+                    raise no_alleles(rec)
                 else:
                     ref = rec.REF
                 ref = ref.upper()
