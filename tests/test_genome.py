@@ -127,3 +127,33 @@ def test_compressed_fasta_refused(tmp_path):
 def test_encode_of_window_matches(fasta, genome_seqs):
     g = Genome(fasta)
     assert np.array_equal(g.fetch("chr2", 0, 500), encode(genome_seqs["chr2"]))
+
+
+@pytest.mark.parametrize("newline", [b"\n", b"\r\n"])
+def test_contig_codes_with_any_line_width_and_line_end(tmp_path, newline):
+    """A contig's codes are its bases whatever the line width (a last line short or full) and line end;
+    lower case reads as upper case, IUPAC codes as N, and the cached array cannot be written to."""
+    import random
+    rng = random.Random(3)
+    seqs = {"a": "".join(rng.choice("ACGTNacgtnRYK") for _ in range(250)), "b": "ACGT" * 15, "c": "T"}
+    path = tmp_path / "g.fa"
+    with open(path, "wb") as fh:
+        for name, seq in seqs.items():
+            fh.write(b">" + name.encode() + b" some description" + newline)
+            for i in range(0, len(seq), 60):
+                fh.write(seq[i:i + 60].encode() + newline)
+    g = Genome(path)
+    for name, seq in seqs.items():
+        want = seq.upper().translate(str.maketrans("RYK", "NNN"))
+        assert decode(g.codes(name)) == want, name
+    with pytest.raises(ValueError):
+        g.codes("a")[0] = 2
+
+
+def test_contig_codes_when_line_ends_hold_other_bytes(tmp_path):
+    """An index whose line length counts bytes other than the line end (here a ';' before each newline)
+    drops exactly those bytes from each line, as the .fai says."""
+    path = tmp_path / "odd.fa"
+    path.write_bytes(b">x\nACGTA;\nCCGGT;\nAC\n")
+    (tmp_path / "odd.fa.fai").write_text("x\t12\t3\t5\t7\n")
+    assert decode(Genome(path).codes("x")) == "ACGTACCGGTAC"

@@ -337,7 +337,7 @@ def test_short_contig_refused_before_any_variant(layout, genome_seqs, tmp_path, 
         return path
 
     checked = []
-    monkeypatch.setattr(varfx.run, "check_sites", lambda *a, **k: (checked.append(len(a[1])), check_sites(*a, **k)))
+    monkeypatch.setattr(varfx.run, "check_sites", lambda *a, **k: checked.append(len(a[1])) or check_sites(*a, **k))
     base = ["--fasta", str(fasta), "--backend", "torchscript", "--weights", str(weights), "-q"]
     code, msg = _err(["score", str(vcf_of("late", chr1 + mito))] + base + ["--out", str(tmp_path / "late.h5")])
     assert code == 2 and "contig chrM (300 bp) is shorter than the model's 1,024-bp window" in msg

@@ -239,3 +239,33 @@ def test_blank_lines_are_passed_over_and_lines_without_alleles_are_errors(tmp_pa
     for name in ("one_col.vcf", "three_cols.vcf", "spaces.vcf", "negative_pos.vcf"):
         assert got[name].startswith("error ") and "could not be parsed" in got[name] and "has no REF" in got[name], \
             (name, got[name])
+
+
+def test_reader_fast_paths_agree_with_the_general_classification(tmp_path, fasta):
+    """The reader takes REF/one-ALT records of plain upper-case bases (SNVs, indels, MNVs) on a shortcut;
+    every record, shortcut or not, holds what classify_alt and the contig resolver say, and contig changes
+    (sorted or not, aliases, unknown contigs) are resolved for each record."""
+    import random
+
+    from varfx.variants import Site, classify_alt
+
+    rng = random.Random(7)
+    forms = ["A", "C", "G", "T", "N", "a", "c", "AC", "ACGTN", "acg", "AcG", "NNN", "R", "AR", "*", ".",
+             "<DEL>", "<*>", "A[chr2:5[", ".A", "A.", "GATTACA"]
+    contigs = ["chr1", "1", "chr2", "chrM", "MT", "chr9"]
+    recs = []
+    for i in range(400):
+        ref = rng.choice([f for f in forms if f not in ("*", ".", "<DEL>", "<*>", "A[chr2:5[", ".A", "A.")])
+        alts = ",".join(rng.choice(forms) for _ in range(rng.choice([1, 1, 1, 2, 3])))
+        recs.append((rng.choice(contigs) if rng.random() < 0.3 else "chr1", 10 + i, f"r{i}", ref, alts))
+    vcf = write_vcf(tmp_path / "v.vcf", recs, contigs={c: 5000 for c in contigs})
+    g = Genome(fasta)
+    sites = list(VariantReader(vcf, g.resolve))
+    assert len(sites) == len(recs)
+    for site, (chrom, pos, vid, ref, alts) in zip(sites, recs):
+        want = Site(site.record, chrom, g.resolve(chrom), pos, vid, ref.upper())
+        for i, alt in enumerate(alts.split(",")):
+            alt = alt if alt.startswith("<") or "[" in alt else alt.upper()
+            reason = classify_alt(ref.upper(), alt) or (None if want.contig else "unknown_contig")
+            (want.alts.append((i, alt)) if reason is None else want.skipped.append((i, alt, reason)))
+        assert site == want, (site, want)

@@ -1,3 +1,5 @@
+import types
+
 import numpy as np
 import pytest
 import torch
@@ -210,3 +212,124 @@ def test_check_sites_multi_base_refs_in_one_call(fasta, genome_seqs):
     assert [bool(s.alts) for s in sites] == [True, False, True, True, False, True]
     assert bad_mid.skipped == [(0, seq[499], "ref_mismatch")] and bad_last.skipped[0][2] == "ref_mismatch"
     assert ok7.alts == [(0, seq[899]), (1, seq[899:901])]
+
+
+def _aligned_pairs_by_hand(geom, sel, ref_len, delta):
+    """The (REF bin, ALT bin) pairs of one variant, from the rule in docs/windows.md, bin by bin."""
+    nb, bs, off, c = geom.output_bins, geom.bin_size, geom.bin_offset, geom.center
+    if sel.mode == "all":
+        bins = range(nb)
+    elif sel.mode == "center":
+        k = min(sel.count, nb)
+        first = min(nb // 2 - k // 2, nb - k)
+        bins = range(first, first + k)
+    else:  # bins overlapping [c - margin, c + len(REF) + margin)
+        lo, hi = c - sel.margin, c + ref_len + sel.margin
+        bins = [j for j in range(nb) if off + j * bs < hi and off + (j + 1) * bs > lo]
+    shift = int(np.sign(delta)) * int(abs(delta) / bs + 0.5) if delta else 0  # halves away from zero
+    pairs = []
+    for j in bins:
+        start = off + j * bs
+        a = j + shift if start > c else j
+        only_deleted = delta < 0 and start >= c + ref_len + delta and start + bs <= c + ref_len
+        if 0 <= a < nb and not only_deleted:
+            pairs.append((j, a))
+    return pairs
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_align_bins_equals_the_rule_bin_by_bin(seed):
+    """align_bins (vectorised over a unit of variants, SNVs and indels mixed) gives, for every variant, the
+    pairs that the documented rule gives for it alone."""
+    rng = np.random.default_rng(seed)
+    bs = int(rng.choice([1, 2, 4, 7, 32]))
+    nb = int(rng.integers(1, 40))
+    off = int(rng.integers(0, 3 * bs + 1))
+    geom = Geometry(2 * off + nb * bs + int(rng.integers(0, 2 * bs)), nb, bs, off)
+    ref_len = rng.integers(1, 3 * bs + 3, size=50)
+    ref_len[rng.random(50) < 0.5] = 1
+    delta = np.where(rng.random(50) < 0.4, 0, rng.integers(-4 * bs, 4 * bs + 1, size=50))
+    delta = np.maximum(delta, 1 - ref_len)  # ALT keeps at least one base
+    for sel in (BinSelection("all"), BinSelection("center", count=int(rng.integers(1, nb + 3))),
+                BinSelection("variant", margin=int(rng.integers(0, 3 * bs)))):
+        for rows in (np.arange(50), np.flatnonzero(delta == 0)[:5], np.flatnonzero(delta)[:1]):  # mixed and pure units
+            rb, ab, m = align_bins(geom, sel, ref_len[rows], delta[rows])
+            for k, v in enumerate(rows.tolist()):
+                got = list(zip(rb[k][m[k]].tolist(), ab[k][m[k]].tolist()))
+                assert got == _aligned_pairs_by_hand(geom, sel, int(ref_len[v]), int(delta[v])), (sel, v)
+
+
+def _units_one_site_at_a_time(sites, per_window, unit, block):
+    """Work units by the rule of run._prepare, applied site by site: a unit takes sites while their
+    sequences stay within ``unit`` (a site needing more alone is a unit of its own), holds at most ``unit``
+    sites, and stays in its first site's block of ``block`` records."""
+    units, cur, seqs, limit = [], [], 0, -1
+    for s in sites:
+        if s.record >= limit:
+            if cur:
+                units.append(cur)
+                cur, seqs = [], 0
+            limit = (s.record // block + 1) * block
+        need = (1 + len(s.alts)) * per_window if s.alts else 0
+        if need and seqs and seqs + need > unit:
+            units.append(cur)
+            cur, seqs = [], 0
+        cur.append(s)
+        seqs += need
+        if seqs >= unit or len(cur) >= unit:
+            units.append(cur)
+            cur, seqs = [], 0
+    return units + ([cur] if cur else [])
+
+
+def _fake_sites(rng, n):
+    from varfx.variants import Site
+    records = np.sort(rng.choice(np.arange(4 * n), size=n, replace=False))  # gaps: shards, resumed blocks
+    sites = []
+    for r in records.tolist():
+        k = int(rng.choice([0, 1, 1, 1, 2, 3]))
+        sites.append(Site(r, "chr1", "chr1", 100 + r, ".", "A", [(i, "C") for i in range(k)], []))
+    return sites
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_work_units_are_cut_as_the_site_by_site_rule(seed, monkeypatch):
+    """_prepare cuts the sites it reads into work units with array operations; the units are those of the
+    rule applied one site at a time, and each unit's batch covers its own sites."""
+    import varfx.run as R
+    from varfx.windows import SiteColumns
+
+    monkeypatch.setattr(R, "check_sites", lambda genome, sites, *a, **k: SiteColumns([s for s in sites if s.alts]))
+    monkeypatch.setattr(R, "build_windows", lambda genome, cols, *a: types.SimpleNamespace(ref_len=0, delta=0))
+    monkeypatch.setattr(R, "align_bins", lambda *a: None)
+    rng = np.random.default_rng(seed)
+    sites = _fake_sites(rng, int(rng.integers(1, 700)))
+    per_window, unit, block = int(rng.integers(1, 4)), int(rng.choice([1, 2, 5, 16, 64])), int(rng.choice([1, 7, 64]))
+    got = [b.sites for b in R._prepare(iter(sites), None, None, None, 0, per_window, unit, "skip", "error", False,
+                                       block)]
+    want = _units_one_site_at_a_time(sites, per_window, unit, block)
+    assert [[s.record for s in u] for u in got] == [[s.record for s in u] for u in want]
+
+
+def test_units_before_an_unreadable_record_are_handed_on(monkeypatch):
+    """Sites are read ahead in chunks; a record that cannot be read still ends the run only after the units
+    completed before it (so their blocks can be committed for --resume), as when sites came one at a time."""
+    import varfx.run as R
+    from varfx.errors import InputError
+    from varfx.windows import SiteColumns
+
+    monkeypatch.setattr(R, "check_sites", lambda genome, sites, *a, **k: SiteColumns([s for s in sites if s.alts]))
+    monkeypatch.setattr(R, "build_windows", lambda genome, cols, *a: types.SimpleNamespace(ref_len=0, delta=0))
+    monkeypatch.setattr(R, "align_bins", lambda *a: None)
+    sites = _fake_sites(np.random.default_rng(0), 300)
+
+    def reader():
+        yield from sites[:250]
+        raise InputError("record 251 could not be parsed")
+
+    got = []
+    with pytest.raises(InputError, match="record 251"):
+        for b in R._prepare(reader(), None, None, None, 0, 1, 16, "skip", "error", False, 64):
+            got.append([s.record for s in b.sites])
+    want = _units_one_site_at_a_time(sites[:250], 1, 16, 64)[:-1]  # all but the unit the bad record interrupts
+    assert got == [[s.record for s in u] for u in want] and len(got) > 5

@@ -17,6 +17,8 @@ import numpy as np
 from .encoding import N_CODE, _ENCODE
 from .errors import InputError
 
+_TRANSLATE = bytes(_ENCODE.tolist())  # byte -> base code, for bytes.translate
+
 
 def contig_aliases(name: str) -> list[str]:
     """Names under which a contig called ``name`` in one file may appear in another.
@@ -128,11 +130,15 @@ class Genome:
             nlines, last = divmod(rlen, lenc) if lenc else (0, rlen)
             nbytes = nlines * lenb + last
             self._fh.seek(int(rec.offset))
-            raw = np.frombuffer(self._fh.read(nbytes), dtype=np.uint8)
-            if lenb > lenc and nlines:
+            data = self._fh.read(nbytes)
+            # one C pass (bytes.translate): line ends dropped, bases to codes; ~4x faster than a numpy lookup.
+            # The result is read-only: the cached contig is shared by every window cut from it.
+            arr = np.frombuffer(data.translate(_TRANSLATE, b"\r\n"), dtype=np.uint8)
+            if arr.size != rlen and lenb > lenc and nlines:  # other bytes at line ends: drop lenb - lenc each
+                raw = np.frombuffer(data, dtype=np.uint8)
                 full = raw[: nlines * lenb].reshape(nlines, lenb)[:, :lenc].reshape(-1)
-                raw = np.concatenate([full, raw[nlines * lenb:]]) if last else full
-            arr = _ENCODE[raw]
+                arr = _ENCODE[np.concatenate([full, raw[nlines * lenb:]]) if last else full]
+                arr.flags.writeable = False
             if arr.size != rlen:
                 raise InputError(f"{self.path}: contig {name} is shorter than its .fai says; "
                                  f"delete {self.path}.fai so that it is rebuilt")

@@ -6,12 +6,14 @@ import contextlib
 import functools
 import gc
 import hashlib
+import itertools
 import json
 import os
 import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from operator import attrgetter
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +38,7 @@ from .writers import (GeneTSVWriter, H5Writer, SkippedTSVWriter, TSVWriter, Vari
                       check_out)
 
 REF_POLICIES = ("skip", "error")
+_RECORD, _ALTS = attrgetter("record"), attrgetter("alts")
 SHORT_CONTIG_POLICIES = ("error", "skip", "pad")
 
 
@@ -154,46 +157,75 @@ def work_unit(batch_size: int, input_length: int) -> int:
     return max(1, -(-per // batch_size)) * batch_size
 
 
+def unit_end(records: np.ndarray, need: np.ndarray, unit: int, block: int) -> int | None:
+    """Where the first work unit of a run of sites ends (exclusive), or None if it may take more sites.
+
+    ``records``: the sites' record indices (ascending); ``need``: the sequences each needs (0: nothing to
+    score).  A unit takes sites in order while their sequences stay within ``unit`` (a site that needs
+    more than ``unit`` alone is a unit of its own), holds at most ``unit`` sites, and stays in the block
+    of ``block`` records of its first site."""
+    n = records.size
+    ends = [unit] if n >= unit else []
+    other = int(np.searchsorted(records, (int(records[0]) // block + 1) * block))
+    if other < n:
+        ends.append(other)
+    cum = np.cumsum(need)
+    full = int(np.searchsorted(cum, unit))  # the first site at which the unit holds ``unit`` sequences
+    if full < n:  # it ends after that site, or before it if that site overflows a unit with sequences in it
+        ends.append(full if cum[full] > unit and cum[full] > need[full] else full + 1)
+    return min(ends) if ends else None
+
+
 def _prepare(reader, genome, geom, sel, margin, per_window, unit, ref_policy, short_contigs, all_bins=False,
              block: int = BLOCK_RECORDS):
     """Read, check and cut windows: work units of whole sites holding at most ``unit``
     sequences, counting ensemble members (a site alone may hold more), never spanning two blocks
-    of ``block`` records.  Runs ahead of the model in the prefetch thread."""
-    sites: list[Site] = []
-    seqs = 0
+    of ``block`` records (:func:`unit_end`).  Runs ahead of the model in the prefetch thread.
 
-    def emit():
-        check_sites(genome, sites, geom, margin, ref_policy, short_contigs)  # all the unit's sites at once
-        scorable = [s for s in sites if s.alts]
+    Sites are read ``unit`` at a time and cut into units with array operations: per site, only its
+    record index and ALT count are read here."""
+
+    def emit(sites: list[Site]) -> _Batch:
+        cols = check_sites(genome, sites, geom, margin, ref_policy, short_contigs)  # all the unit's sites at once
         batch = _Batch(sites, sites[0].record // block)
-        if scorable:
-            wb = build_windows(genome, scorable, geom, margin)
+        if cols.sites:
+            wb = build_windows(genome, cols, geom, margin)
             batch.windows = wb
             batch.bins = align_bins(geom, sel, wb.ref_len, wb.delta)
             if all_bins:
                 batch.all_bins = align_bins(geom, BinSelection("all"), wb.ref_len, wb.delta)
         return batch
 
-    limit = -1  # first record of the next block
-    for site in reader:
-        if site.record >= limit:
-            if sites:
-                yield emit()
-                sites, seqs = [], 0
-            limit = (site.record // block + 1) * block
-        # sequences the site needs before its checks (an upper bound: checks only skip ALTs)
-        alts = site.alts
-        need = (1 + len(alts)) * per_window if alts else 0
-        if need and seqs and seqs + need > unit:
-            yield emit()
-            sites, seqs = [], 0
-        sites.append(site)
-        seqs += need
-        if seqs >= unit or len(sites) >= unit:
-            yield emit()
-            sites, seqs = [], 0
-    if sites:
-        yield emit()
+    it = iter(reader)
+    sites: list[Site] = []
+    records = need = np.zeros(0, dtype=np.int64)
+    more = True
+    while more or sites:
+        if more:
+            new: list[Site] = []
+            failed = None
+            try:
+                new.extend(itertools.islice(it, unit))  # keeps the sites read before an exception
+            except VarfxError as exc:  # a record that cannot be read: first the units complete before it
+                failed = exc
+            more = failed is None and len(new) == unit
+            sites += new
+            records = np.concatenate([records, np.fromiter(map(_RECORD, new), dtype=np.int64, count=len(new))])
+            counts = np.fromiter(map(len, map(_ALTS, new)), dtype=np.int64, count=len(new))
+            need = np.concatenate([need, np.where(counts > 0, (1 + counts) * per_window, 0)])
+            if failed is not None:
+                while sites and (end := unit_end(records, need, unit, block)) is not None:
+                    yield emit(sites[:end])
+                    sites, records, need = sites[end:], records[end:], need[end:]
+                raise failed
+        while sites:
+            end = unit_end(records, need, unit, block)
+            if end is None:
+                if more:
+                    break  # the unit may take sites not read yet
+                end = len(sites)  # the input's last unit
+            yield emit(sites[:end])
+            sites, records, need = sites[end:], records[end:], need[end:]
 
 
 def worker_reader(recipe: dict, genome: Genome, w: int, workers: int) -> VariantReader:

@@ -38,6 +38,7 @@ SKIP_REASONS = {
 
 _VALID = re.compile(r"^[ACGTN]+$")
 _BASES = frozenset("ACGTN")
+_PLAIN = "ACGTN"  # for str.strip: a string of these alone strips to ""
 
 
 @dataclass(slots=True)
@@ -333,25 +334,31 @@ class VariantReader:
         cache: dict[str, str | None] = {}
         records = self._records()
         n = self.records_read
-        bases = _BASES
+        bases, plain = _BASES, _PLAIN
+        last: str | None = None  # the CHROM of the record before, and its contig
+        contig = None
         try:
             for rec in records:  # a record htslib cannot parse raises here, turned into one line below
                 # positions come from rec.start (int64): cyvcf2's rec.POS is an int32 and wraps past 2**32
                 chrom = rec.CHROM
-                if not chrom:  # a blank line, which htslib reads as a record without CHROM or alleles
-                    continue
+                if chrom != last:
+                    if not chrom:  # a blank line, which htslib reads as a record without CHROM or alleles
+                        continue
+                    contig = cache.get(chrom, False)
+                    if contig is False:
+                        contig = cache[chrom] = resolve(chrom)
+                    last = chrom
                 index = n
                 n += 1
                 if keep is not None and not keep(index):
                     continue
-                contig = cache.get(chrom, False)
-                if contig is False:
-                    contig = cache[chrom] = resolve(chrom)
                 alts = rec.ALT
                 if len(alts) == 1:  # REF and one ALT: the common case
                     ref = rec.REF
                     alt = alts[0]
-                    if alt in bases and ref in bases and alt != ref and contig is not None:
+                    # scorable as written: SNVs first, then other upper-case A/C/G/T/N alleles (str.strip in C)
+                    if alt != ref and contig is not None and ((alt in bases and ref in bases) or (
+                            ref and alt and not ref.strip(plain) and not alt.strip(plain))):
                         yield Site(index, chrom, contig, rec.start + 1, rec.ID or ".", ref, [(0, alt)], [])
                         continue
                 elif has_no_alleles(rec):  # only records without exactly one ALT get here

@@ -21,7 +21,8 @@ Conventions (docs/windows.md has the pictures):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from operator import attrgetter
+from itertools import chain
+from operator import attrgetter, itemgetter
 
 import numpy as np
 
@@ -30,7 +31,8 @@ from .errors import OptionError, RefMismatchError
 from .variants import Site
 
 INDEL_ALIGNMENT = "left-anchored-bin-shift-shared"
-_POS, _REF, _ALTS = attrgetter("pos"), attrgetter("ref"), attrgetter("alts")
+_POS, _REF, _ALTS, _CONTIG = attrgetter("pos"), attrgetter("ref"), attrgetter("alts"), attrgetter("contig")
+_SECOND = itemgetter(1)
 _BASE_CODE = {"A": 0, "C": 1, "G": 2, "T": 3}
 
 
@@ -118,28 +120,27 @@ def align_bins(geom: Geometry, sel: BinSelection, ref_len: np.ndarray, delta: np
     """Per variant, the REF bins to sum, their ALT counterparts and a validity mask.
 
     Returns ``(ref_bins, alt_bins, mask)``, each (V, K); entries with mask False
-    are padding or pairs whose ALT bin is outside the output.
+    are padding or pairs whose ALT bin is outside the output.  (Integer arithmetic and few array
+    operations: this runs once per work unit, and a unit may hold one site.)
     """
     nb, bs, off, c = geom.output_bins, geom.bin_size, geom.bin_offset, geom.center
     v = ref_len.shape[0]
-    bins = np.arange(nb, dtype=np.int64)
     if sel.mode == "all":
-        ref_bins = np.broadcast_to(bins, (v, nb)).copy()
-        base_mask = np.ones((v, nb), dtype=bool)
+        bins, base_mask = np.arange(nb, dtype=np.int64), None
     elif sel.mode == "center":
         k = min(sel.count, nb)
         first = min(nb // 2 - k // 2, nb - k)  # centred on bin nb // 2 (the centre base's, for a centred output)
-        ref_bins = np.broadcast_to(bins[first:first + k], (v, k)).copy()
-        base_mask = np.ones((v, k), dtype=bool)
-    else:
-        lo = np.full(v, c - sel.margin, dtype=np.int64)
-        hi = c + ref_len + sel.margin  # exclusive, per variant
-        first = np.clip((lo - off) // bs, 0, nb)
-        last = np.clip(-((-(hi - off)) // bs), 0, nb)  # ceil
-        width = int((last - first).max(initial=0)) or 1
-        ref_bins = first[:, None] + np.arange(width)[None, :]
-        base_mask = ref_bins < last[:, None]
-        ref_bins = np.minimum(ref_bins, nb - 1)
+        bins, base_mask = np.arange(first, first + k, dtype=np.int64), None
+    else:  # the bins that overlap [c - margin, c + len(REF) + margin)
+        first = min(max((c - sel.margin - off) // bs, 0), nb)  # the same for every variant
+        last = np.minimum(np.maximum((ref_len + (c + sel.margin - off + bs - 1)) // bs, 0), nb)  # exclusive: ceil
+        width = max(int(last.max(initial=0)) - first, 0) or 1
+        bins = np.arange(first, first + width, dtype=np.int64)
+        base_mask = bins < last[:, None]
+        bins = np.minimum(bins, nb - 1)
+    ref_bins = np.broadcast_to(bins, (v, bins.size)).copy()
+    if base_mask is None:
+        base_mask = np.ones((v, bins.size), dtype=bool)
     return (ref_bins, *alt_counterparts(geom, ref_bins, base_mask, delta, ref_len))
 
 
@@ -152,14 +153,21 @@ def alt_counterparts(geom: Geometry, ref_bins: np.ndarray, base_mask: np.ndarray
     (window ``[c + len(ALT), c + len(REF))``), which ALT lacks; no REF bin points to an insertion's
     inserted bases either."""
     nb, bs, off, c = geom.output_bins, geom.bin_size, geom.bin_offset, geom.center
-    k_shift = round_away(delta / bs)
-    start = off + ref_bins * bs
-    right = start > c
-    alt_bins = ref_bins + np.where(right, k_shift[:, None], 0)
-    alt_len = (ref_len + delta)[:, None]
-    deleted = (delta < 0)[:, None] & (start >= c + alt_len) & (start + bs <= c + ref_len[:, None])
-    mask = base_mask & (alt_bins >= 0) & (alt_bins < nb) & ~deleted
-    return np.clip(alt_bins, 0, nb - 1), mask
+    indel = np.flatnonzero(delta)
+    if not indel.size:  # SNVs and MNVs: every bin is its own counterpart
+        return ref_bins.copy(), base_mask.copy()
+    d = delta[indel]
+    k_shift = np.where(d > 0, (2 * d + bs) // (2 * bs), -((bs - 2 * d) // (2 * bs)))  # round(d / bs), halves away
+    rb = ref_bins[indel]
+    start = off + rb * bs
+    moved = rb + np.where(start > c, k_shift[:, None], 0)
+    rl = ref_len[indel][:, None]
+    deleted = (d < 0)[:, None] & (start >= c + rl + d[:, None]) & (start + bs <= c + rl)
+    alt_bins = ref_bins.copy()
+    alt_bins[indel] = np.minimum(np.maximum(moved, 0), nb - 1)
+    mask = base_mask.copy()
+    mask[indel] &= (moved >= 0) & (moved < nb) & ~deleted
+    return alt_bins, mask
 
 
 def short_contig_error(chrom: str, length: int, geom: Geometry) -> OptionError:
@@ -188,66 +196,105 @@ def check_short_contigs(reader, genome, geom: Geometry, short_contigs: str) -> N
         raise short_contig_error(chrom, genome.length(genome.resolve(chrom)), geom)
 
 
+class SiteColumns:
+    """The columns of a list of sites that :func:`check_sites` and :func:`build_windows` read: one pass over
+    the sites per column, made once and shared by both (per-site attribute reads are most of the input
+    path's cost).  Only the ALTs still to be scored (``Site.alts``) are in the ALT columns."""
+
+    __slots__ = ("sites", "contigs", "one_contig", "pos", "ref", "rlen", "counts", "alts", "alen", "_codes")
+
+    def __init__(self, sites: list[Site]):
+        n = len(sites)
+        self.sites = sites
+        self.contigs = list(map(_CONTIG, sites))
+        self.one_contig = n == 0 or self.contigs.count(self.contigs[0]) == n
+        self.pos = np.fromiter(map(_POS, sites), dtype=np.int64, count=n)  # 1-based
+        self.ref = list(map(_REF, sites))
+        self.rlen = np.fromiter(map(len, self.ref), dtype=np.int64, count=n)
+        pairs = list(map(_ALTS, sites))
+        self.counts = np.fromiter(map(len, pairs), dtype=np.int64, count=n)
+        self.alts = list(map(_SECOND, chain.from_iterable(pairs)))
+        self.alen = np.fromiter(map(len, self.alts), dtype=np.int64, count=len(self.alts))
+        self._codes: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+    def by_contig(self, rows: np.ndarray) -> dict[str, np.ndarray]:
+        """``rows`` (site indices) grouped by contig, in order of first appearance: for each contig, the
+        positions in ``rows`` of its sites."""
+        if self.one_contig:
+            return {self.contigs[0]: np.arange(rows.size)} if rows.size else {}
+        groups: dict[str, list[int]] = {}
+        contigs = self.contigs
+        for k, r in enumerate(rows.tolist()):
+            groups.setdefault(contigs[r], []).append(k)
+        return {c: np.asarray(g, dtype=np.int64) for c, g in groups.items()}
+
+    def ref_codes(self, rows: np.ndarray) -> np.ndarray:
+        """The REF alleles of sites ``rows``, as base codes, concatenated."""
+        return self._gather("ref", self.ref, self.rlen, rows)
+
+    def alt_codes(self, rows: np.ndarray) -> np.ndarray:
+        """The ALT alleles ``rows`` (indices into ``alts``), as base codes, concatenated."""
+        return self._gather("alt", self.alts, self.alen, rows)
+
+    def _gather(self, kind: str, texts: list[str], lens: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        if kind not in self._codes:  # all the alleles encoded at once, the first time any is asked for
+            self._codes[kind] = (encode("".join(texts)), np.cumsum(lens) - lens)
+        codes, first = self._codes[kind]
+        return codes if rows.size == lens.size else codes[ragged_index(first[rows], lens[rows])]
+
+
+def ragged_index(starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
+    """The indices of the runs ``[starts[k], starts[k] + lens[k])``, concatenated."""
+    if (lens == 1).all():  # single bases (SNVs): the starts themselves
+        return starts
+    ends = np.cumsum(lens)
+    return np.repeat(starts - (ends - lens), lens) + np.arange(int(ends[-1]) if ends.size else 0)
+
+
 def check_sites(genome, sites: list[Site], geom: Geometry, max_shift: int,
-                ref_policy: str = "skip", short_contigs: str = "error") -> None:
+                ref_policy: str = "skip", short_contigs: str = "error") -> SiteColumns:
     """REF against the FASTA, alleles that fit, short contigs: move failing ALTs to ``skipped``.
 
-    Vectorised over the sites of each contig (one comparison for all single-base REFs)."""
+    Vectorised over the sites of each contig (one comparison for all single-base REFs).  Returns the
+    :class:`SiteColumns` of the sites left with ALTs to score, in input order, for :func:`build_windows`."""
     room = geom.input_length - geom.center - max_shift  # bases from the variant to the window end
-    by_contig: dict[str, list[Site]] = {}
-    for site in sites:
-        if site.alts:
-            by_contig.setdefault(site.contig, []).append(site)
+    cols = SiteColumns(sites)
+    active = np.flatnonzero(cols.counts > 0)
+    changed = active.size != len(sites)  # whether the columns must be made again for the sites left
     bad_first = None  # the first REF mismatch in input order, for --ref-mismatch error
-    for contig, group in by_contig.items():
+    for contig, where in cols.by_contig(active).items():
+        rows = active[where]
         clen = genome.length(contig)
         if clen < geom.input_length:
             if short_contigs == "skip":
-                for site in group:
-                    site.skip_all("short_contig")
+                for r in rows.tolist():
+                    sites[r].skip_all("short_contig")
+                changed = True
                 continue
             if short_contigs == "error":
-                raise short_contig_error(group[0].chrom, clen, geom)
+                raise short_contig_error(sites[int(rows[0])].chrom, clen, geom)
         seq = genome.codes(contig)
-        n = len(group)
-        pos0 = np.fromiter(map(_POS, group), dtype=np.int64, count=n) - 1
-        rlen = np.fromiter(map(len, map(_REF, group)), dtype=np.int64, count=n)
+        pos0 = cols.pos[rows] - 1
+        rlen = cols.rlen[rows]
         inside = (pos0 >= 0) & (pos0 + rlen <= clen)
         ok = inside.copy()
-        single = np.flatnonzero(inside & (rlen == 1))
-        if single.size:
-            codes = encode("".join([group[i].ref for i in single.tolist()]))
-            ok[single] = (seq[pos0[single]] == codes) | (codes == 4)
-        multi = np.flatnonzero(inside & (rlen > 1))
-        if multi.size:  # longer REFs: one comparison over their concatenated bases
-            lens = rlen[multi]
-            vcf = encode("".join([group[i].ref for i in multi.tolist()]))
-            at = np.repeat(pos0[multi], lens) + (np.arange(lens.sum()) - np.repeat(np.cumsum(lens) - lens, lens))
-            good = (seq[at] == vcf) | (vcf == 4)
-            ok[multi] = np.logical_and.reduceat(good, np.cumsum(lens) - lens)
+        ins = np.flatnonzero(inside)
+        if ins.size:  # every REF inside the contig: one comparison over their concatenated bases
+            lens = rlen[ins]
+            vcf = cols.ref_codes(rows[ins])
+            good = (seq[ragged_index(pos0[ins], lens)] == vcf) | (vcf == 4)
+            ok[ins] = good if good.size == ins.size else np.logical_and.reduceat(good, np.cumsum(lens) - lens)
         for i in np.flatnonzero(~ok).tolist():
-            site = group[i]
+            site = sites[int(rows[i])]
             if not inside[i]:
                 site.skip_all("outside_contig")
+                changed = True
             elif ref_policy == "error":
                 if bad_first is None or site.record < bad_first[0].record:
                     bad_first = (site, seq[pos0[i]:pos0[i] + rlen[i]])
             else:
                 site.skip_all("ref_mismatch")
-        counts = np.fromiter(map(len, map(_ALTS, group)), dtype=np.int64, count=n)
-        alen = np.fromiter(map(len, [a for site in group for _, a in site.alts]), dtype=np.int64,
-                           count=int(counts.sum()))
-        too_long = rlen > room
-        if alen.size and int(alen.max()) > room:  # longest ALT per site (sites emptied above have none)
-            longest = np.zeros(n, dtype=np.int64)
-            np.maximum.at(longest, np.repeat(np.arange(n), counts), alen)
-            too_long |= longest > room
-        for i in np.flatnonzero(too_long & ok).tolist():
-            site = group[i]
-            keep = [(j, a) for j, a in site.alts if max(len(site.ref), len(a)) <= room]
-            site.skipped.extend((j, a, "allele_too_long") for j, a in site.alts if max(len(site.ref), len(a)) > room)
-            site.alts = keep
-            site.skipped.sort()
+                changed = True
     if bad_first is not None:
         from .encoding import decode
         site, fasta = bad_first
@@ -255,6 +302,21 @@ def check_sites(genome, sites: list[Site], geom: Geometry, max_shift: int,
             f"{site.chrom}:{site.pos} REF {site.ref} does not match the FASTA ({decode(fasta)}): "
             "check that the FASTA is the genome the VCF was called against, "
             "or pass --ref-mismatch skip to list such variants as skipped")
+    too_long = cols.rlen > room
+    if cols.alen.size and int(cols.alen.max()) > room:  # longest ALT per site
+        longest = np.zeros(len(sites), dtype=np.int64)
+        np.maximum.at(longest, np.repeat(np.arange(len(sites)), cols.counts), cols.alen)
+        too_long |= longest > room
+    for r in np.flatnonzero(too_long).tolist():
+        site = sites[r]
+        if not site.alts:  # skipped above
+            continue
+        keep = [(j, a) for j, a in site.alts if max(len(site.ref), len(a)) <= room]
+        site.skipped.extend((j, a, "allele_too_long") for j, a in site.alts if max(len(site.ref), len(a)) > room)
+        site.alts = keep
+        site.skipped.sort()
+        changed = True
+    return SiteColumns([s for s in sites if s.alts]) if changed else cols
 
 
 @dataclass
@@ -273,53 +335,46 @@ class WindowBatch:
     margin: int  # max |shift|: window for shift s is columns [margin + s, margin + s + L)
 
 
-def build_windows(genome, sites: list[Site], geom: Geometry, max_shift: int = 0) -> WindowBatch:
-    """Cut REF windows and splice ALT alleles in, for every scorable ALT of ``sites``.
+def build_windows(genome, sites: "list[Site] | SiteColumns", geom: Geometry, max_shift: int = 0) -> WindowBatch:
+    """Cut REF windows and splice ALT alleles in, for every scorable ALT of ``sites`` (or of the
+    :class:`SiteColumns` that :func:`check_sites` returned for them).
 
     Sites must have passed :func:`check_sites` and share nothing but the genome.
     """
+    cols = sites if isinstance(sites, SiteColumns) else SiteColumns(sites)
     L, c, m = geom.input_length, geom.center, max_shift
     lx = L + 2 * m
-    s_n = len(sites)
-    ref = np.empty((s_n, lx), dtype=np.uint8)
-    starts = np.fromiter(map(_POS, sites), dtype=np.int64, count=s_n) - (1 + c + m)
-    contigs = [site.contig for site in sites]
-    if contigs.count(contigs[0]) == s_n:  # the usual case: one contig
-        ref[:] = genome.windows(contigs[0], starts, lx)
+    s_n = len(cols.sites)
+    starts = cols.pos - (1 + c + m)
+    if cols.one_contig and s_n:  # the usual case: one contig
+        ref = genome.windows(cols.contigs[0], starts, lx)
     else:
-        by_contig: dict[str, list[int]] = {}
-        for row, contig in enumerate(contigs):
-            by_contig.setdefault(contig, []).append(row)
-        for contig, rows in by_contig.items():
-            rows_a = np.asarray(rows)
-            ref[rows_a] = genome.windows(contig, starts[rows_a], lx)
+        ref = np.empty((s_n, lx), dtype=np.uint8)
+        for contig, rows in cols.by_contig(np.arange(s_n)).items():
+            ref[rows] = genome.windows(contig, starts[rows], lx)
 
-    counts = [len(site.alts) for site in sites]
-    alts = [a for site in sites for _, a in site.alts]
-    ref_row_a = np.repeat(np.arange(s_n, dtype=np.int64), counts)
-    ref_len_a = np.fromiter(map(len, map(_REF, sites)), dtype=np.int64, count=s_n)[ref_row_a]
-    alt_len_a = np.fromiter(map(len, alts), dtype=np.int64, count=len(alts))
+    alts = cols.alts
+    ref_row_a = np.repeat(np.arange(s_n, dtype=np.int64), cols.counts)
+    ref_len_a = cols.rlen[ref_row_a]
+    alt_len_a = cols.alen
     alt = ref[ref_row_a]  # a copy: fancy indexing
     col = c + m  # index of the variant in the extended frame
     same = ref_len_a == alt_len_a
     if same.any():  # SNVs and MNVs: overwrite the REF bases in place, all at once
         idx = np.flatnonzero(same)
-        codes = encode("".join([alts[i] for i in idx]))
         lens = alt_len_a[idx]
-        rows = np.repeat(idx, lens)
-        offs = np.arange(rows.size) - np.repeat(np.cumsum(lens) - lens, lens)
-        alt[rows, col + offs] = codes
+        alt[np.repeat(idx, lens), ragged_index(np.full(idx.size, col), lens)] = cols.alt_codes(idx)
     diff = np.flatnonzero(~same)
-    if diff.size:  # indels and complex pairs: splice, and refill on the right from after the REF allele
-        tail_start = starts[ref_row_a[diff]] + col + ref_len_a[diff]
-        tails = np.empty((diff.size, lx - col), dtype=np.uint8)
-        for contig in set(contigs[r] for r in ref_row_a[diff].tolist()):
-            rows = np.array([k for k, r in enumerate(ref_row_a[diff].tolist()) if contigs[r] == contig])
-            tails[rows] = genome.windows(contig, tail_start[rows], lx - col)
-        codes = encode("".join([alts[i] for i in diff.tolist()]))  # all their alleles, encoded at once
-        ends = np.cumsum(alt_len_a[diff]).tolist()
-        for k, i in enumerate(diff.tolist()):
-            a = codes[ends[k] - int(alt_len_a[i]):ends[k]][: lx - col]
-            alt[i, col:col + a.size] = a
-            alt[i, col + a.size:] = tails[k, : lx - col - a.size]
+    if diff.size:  # indels and complex pairs: the ALT allele, then the genome after the REF allele
+        w = lx - col  # from the variant to the window's end
+        fit = np.minimum(alt_len_a[diff], w)  # the allele's bases that fit in the window
+        # the genome after the REF allele, cut from ``fit`` bases early: those are then the allele's
+        start = starts[ref_row_a[diff]] + col + ref_len_a[diff] - fit
+        right = np.empty((diff.size, w), dtype=np.uint8)
+        for contig, where in cols.by_contig(ref_row_a[diff]).items():
+            right[where] = genome.windows(contig, start[where], w)
+        first = np.cumsum(alt_len_a[diff]) - alt_len_a[diff]
+        right[np.repeat(np.arange(diff.size), fit), ragged_index(np.zeros_like(fit), fit)] = \
+            cols.alt_codes(diff)[ragged_index(first, fit)]
+        alt[diff, col:] = right
     return WindowBatch(ref, alt, ref_row_a, ref_len_a, alt_len_a - ref_len_a, m)
