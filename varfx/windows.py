@@ -353,7 +353,6 @@ def build_windows(genome, sites: "list[Site] | SiteColumns", geom: Geometry, max
         for contig, rows in cols.by_contig(np.arange(s_n)).items():
             ref[rows] = genome.windows(contig, starts[rows], lx)
 
-    alts = cols.alts
     ref_row_a = np.repeat(np.arange(s_n, dtype=np.int64), cols.counts)
     ref_len_a = cols.rlen[ref_row_a]
     alt_len_a = cols.alen
