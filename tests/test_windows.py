@@ -333,3 +333,37 @@ def test_units_before_an_unreadable_record_are_handed_on(monkeypatch):
             got.append([s.record for s in b.sites])
     want = _units_one_site_at_a_time(sites[:250], 1, 16, 64)[:-1]  # all but the unit the bad record interrupts
     assert got == [[s.record for s in u] for u in want] and len(got) > 5
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_mixed_unit_gives_each_site_its_own_windows(fasta, genome_seqs, seed):
+    """One call for a unit of sites on several contigs (SNVs, MNVs, insertions, deletions, complex pairs,
+    several ALTs, near contig ends, with shifts) cuts, for every ALT, the windows it gets alone."""
+    import random
+    rng = random.Random(seed)
+    g = Genome(fasta)
+    length, shift = rng.choice([33, 64, 101]), rng.choice([0, 2])
+    geom = Geometry(length, 1, 1, 0)
+    sites = []
+    for k in range(60):
+        contig = rng.choice(["chr1", "chr1", "chr2", "chrM"])
+        seq = genome_seqs[contig]
+        ref_len = rng.choice([1, 1, 1, 2, 5])
+        pos = rng.randint(1, len(seq) - ref_len + 1)
+        alts = []
+        for _ in range(rng.choice([1, 1, 2, 3])):
+            alts.append("".join(rng.choice("ACGTN") for _ in range(rng.choice([1, 1, ref_len, 3, 9]))))
+        site = site_for(seq, contig, pos, ref_len, alts)
+        site.record = k
+        sites.append(site)
+    wb = build_windows(g, sites, geom, max_shift=shift)
+    row = 0
+    for s_i, site in enumerate(sites):
+        seq = genome_seqs[site.contig]
+        for _, alt in site.alts:
+            assert wb.ref_row[row] == s_i
+            want_ref, want_alt = expected(seq, site.pos, site.ref, alt, length + 2 * shift)  # the extended frame
+            assert decode(wb.ref[s_i]) == want_ref and decode(wb.alt[row]) == want_alt, (site, alt)
+            assert wb.delta[row] == len(alt) - len(site.ref)
+            row += 1
+    assert row == wb.alt.shape[0]

@@ -229,18 +229,18 @@ class SiteColumns:
         return {c: np.asarray(g, dtype=np.int64) for c, g in groups.items()}
 
     def ref_codes(self, rows: np.ndarray) -> np.ndarray:
-        """The REF alleles of sites ``rows``, as base codes, concatenated."""
+        """The REF alleles of sites ``rows`` (ascending, distinct), as base codes, concatenated."""
         return self._gather("ref", self.ref, self.rlen, rows)
 
     def alt_codes(self, rows: np.ndarray) -> np.ndarray:
-        """The ALT alleles ``rows`` (indices into ``alts``), as base codes, concatenated."""
+        """The ALT alleles ``rows`` (indices into ``alts``, ascending, distinct), as base codes, concatenated."""
         return self._gather("alt", self.alts, self.alen, rows)
 
     def _gather(self, kind: str, texts: list[str], lens: np.ndarray, rows: np.ndarray) -> np.ndarray:
         if kind not in self._codes:  # all the alleles encoded at once, the first time any is asked for
             self._codes[kind] = (encode("".join(texts)), np.cumsum(lens) - lens)
         codes, first = self._codes[kind]
-        return codes if rows.size == lens.size else codes[ragged_index(first[rows], lens[rows])]
+        return codes if rows.size == lens.size else codes[ragged_index(first[rows], lens[rows])]  # all: in order
 
 
 def ragged_index(starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
@@ -255,7 +255,7 @@ def check_sites(genome, sites: list[Site], geom: Geometry, max_shift: int,
                 ref_policy: str = "skip", short_contigs: str = "error") -> SiteColumns:
     """REF against the FASTA, alleles that fit, short contigs: move failing ALTs to ``skipped``.
 
-    Vectorised over the sites of each contig (one comparison for all single-base REFs).  Returns the
+    Vectorised over the sites of each contig (one comparison for all their REF bases).  Returns the
     :class:`SiteColumns` of the sites left with ALTs to score, in input order, for :func:`build_windows`."""
     room = geom.input_length - geom.center - max_shift  # bases from the variant to the window end
     cols = SiteColumns(sites)
