@@ -157,3 +157,26 @@ def test_contig_codes_when_line_ends_hold_other_bytes(tmp_path):
     path.write_bytes(b">x\nACGTA;\nCCGGT;\nAC\n")
     (tmp_path / "odd.fa.fai").write_text("x\t12\t3\t5\t7\n")
     assert decode(Genome(path).codes("x")) == "ACGTACCGGTAC"
+
+
+@pytest.mark.parametrize("body,fai,want", [
+    (b">x\nACGTA\nCCGGT", "x\t10\t3\t5\t6\n", "ACGTACCGGT"),  # the last line full, no final newline
+    (b">x\nACGTA\r\nCCGGT", "x\t10\t3\t5\t7\n", "ACGTACCGGT"),  # the same with CRLF
+    (b">x\nACGTA;\nCCGGT;", "x\t10\t3\t5\t7\n", "ACGTACCGGT"),  # other bytes at line ends, no final newline
+])
+def test_contig_codes_without_a_final_newline(tmp_path, body, fai, want):
+    path = tmp_path / "g.fa"
+    path.write_bytes(body)
+    (tmp_path / "g.fa.fai").write_text(fai)
+    assert decode(Genome(path).codes("x")) == want
+
+
+def test_truncated_fasta_is_one_line_error(tmp_path):
+    """A FASTA cut short after its .fai was made: the contig cannot be read as the index says; a one-line
+    error names the contig and the fix, whatever the bytes at its line ends."""
+    for body, fai in ((b">x\nACGTA\nCC", "x\t10\t3\t5\t6\n"), (b">x\nACGTA;\nCC", "x\t10\t3\t5\t7\n")):
+        path = tmp_path / "g.fa"
+        path.write_bytes(body)
+        (tmp_path / "g.fa.fai").write_text(fai)
+        with pytest.raises(InputError, match=r"contig x does not hold the 10 bases its \.fai says \([78] read"):
+            Genome(path).codes("x")

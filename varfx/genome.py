@@ -136,12 +136,17 @@ class Genome:
             arr = np.frombuffer(data.translate(_TRANSLATE, b"\r\n"), dtype=np.uint8)
             if arr.size != rlen and lenb > lenc and nlines:  # other bytes at line ends: drop lenb - lenc each
                 raw = np.frombuffer(data, dtype=np.uint8)
-                full = raw[: nlines * lenb].reshape(nlines, lenb)[:, :lenc].reshape(-1)
-                arr = _ENCODE[np.concatenate([full, raw[nlines * lenb:]]) if last else full]
-                arr.flags.writeable = False
+                missing = nbytes - raw.size
+                if not last and 0 < missing <= lenb - lenc:  # the file ends without the last line's end
+                    raw = np.concatenate([raw, np.full(missing, ord("\n"), dtype=np.uint8)])
+                if raw.size == nbytes:
+                    full = raw[: nlines * lenb].reshape(nlines, lenb)[:, :lenc].reshape(-1)
+                    arr = _ENCODE[np.concatenate([full, raw[nlines * lenb:]]) if last else full]
+                    arr.flags.writeable = False
             if arr.size != rlen:
-                raise InputError(f"{self.path}: contig {name} is shorter than its .fai says; "
-                                 f"delete {self.path}.fai so that it is rebuilt")
+                raise InputError(f"{self.path}: contig {name} does not hold the {rlen:,} bases its .fai says "
+                                 f"({arr.size:,} read: a truncated or edited FASTA?); delete {self.path}.fai so "
+                                 "that it is rebuilt, or copy the FASTA again")
         self._cache[name] = arr
         total = sum(a.nbytes for a in self._cache.values())
         while total > self.cache_bytes and len(self._cache) > 1:

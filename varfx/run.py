@@ -163,17 +163,15 @@ def unit_end(records: np.ndarray, need: np.ndarray, unit: int, block: int) -> in
     ``records``: the sites' record indices (ascending); ``need``: the sequences each needs (0: nothing to
     score).  A unit takes sites in order while their sequences stay within ``unit`` (a site that needs
     more than ``unit`` alone is a unit of its own), holds at most ``unit`` sites, and stays in the block
-    of ``block`` records of its first site."""
+    of ``block`` records of its first site.  Only the sites the unit can reach are looked at."""
     n = records.size
-    ends = [unit] if n >= unit else []
-    other = int(np.searchsorted(records, (int(records[0]) // block + 1) * block))
-    if other < n:
-        ends.append(other)
-    cum = np.cumsum(need)
+    other = int(np.searchsorted(records, (int(records[0]) // block + 1) * block))  # the next block's first
+    limit = min(n, unit, other)
+    cum = np.cumsum(need[:limit])
     full = int(np.searchsorted(cum, unit))  # the first site at which the unit holds ``unit`` sequences
-    if full < n:  # it ends after that site, or before it if that site overflows a unit with sequences in it
-        ends.append(full if cum[full] > unit and cum[full] > need[full] else full + 1)
-    return min(ends) if ends else None
+    if full < limit:  # it ends after that site, or before it if that site overflows a unit with sequences in it
+        return full if cum[full] > unit and cum[full] > need[full] else full + 1
+    return limit if limit == unit or limit < n else None
 
 
 def _prepare(reader, genome, geom, sel, margin, per_window, unit, ref_policy, short_contigs, all_bins=False,
@@ -197,35 +195,37 @@ def _prepare(reader, genome, geom, sel, margin, per_window, unit, ref_policy, sh
         return batch
 
     it = iter(reader)
-    sites: list[Site] = []
+    sites: list[Site] = []  # read, not yet in a unit: from ``at`` on
     records = need = np.zeros(0, dtype=np.int64)
+    at = 0
     more = True
-    while more or sites:
-        if more:
-            new: list[Site] = []
-            failed = None
-            try:
-                new.extend(itertools.islice(it, unit))  # keeps the sites read before an exception
-            except VarfxError as exc:  # a record that cannot be read: first the units complete before it
-                failed = exc
-            more = failed is None and len(new) == unit
-            sites += new
-            records = np.concatenate([records, np.fromiter(map(_RECORD, new), dtype=np.int64, count=len(new))])
-            counts = np.fromiter(map(len, map(_ALTS, new)), dtype=np.int64, count=len(new))
-            need = np.concatenate([need, np.where(counts > 0, (1 + counts) * per_window, 0)])
-            if failed is not None:
-                while sites and (end := unit_end(records, need, unit, block)) is not None:
-                    yield emit(sites[:end])
-                    sites, records, need = sites[end:], records[end:], need[end:]
-                raise failed
-        while sites:
-            end = unit_end(records, need, unit, block)
+    failed: VarfxError | None = None  # a record that cannot be read: first the units complete before it
+    while True:
+        while at < len(sites):  # the units complete among the sites read
+            end = unit_end(records[at:], need[at:], unit, block)
             if end is None:
                 if more:
                     break  # the unit may take sites not read yet
-                end = len(sites)  # the input's last unit
-            yield emit(sites[:end])
-            sites, records, need = sites[end:], records[end:], need[end:]
+                if failed is not None:
+                    raise failed  # the unit the unreadable record interrupts is not handed on
+                end = len(sites) - at  # the input's last unit
+            yield emit(sites[at:at + end])
+            at += end
+        if failed is not None:
+            raise failed
+        if not more:
+            return
+        new: list[Site] = []
+        try:
+            new.extend(itertools.islice(it, unit))  # keeps the sites read before an exception
+        except VarfxError as exc:
+            failed = exc
+        more = failed is None and len(new) == unit
+        counts = np.fromiter(map(len, map(_ALTS, new)), dtype=np.int64, count=len(new))
+        sites = sites[at:] + new
+        records = np.concatenate([records[at:], np.fromiter(map(_RECORD, new), dtype=np.int64, count=len(new))])
+        need = np.concatenate([need[at:], np.where(counts > 0, (1 + counts) * per_window, 0)])
+        at = 0
 
 
 def worker_reader(recipe: dict, genome: Genome, w: int, workers: int) -> VariantReader:
