@@ -68,3 +68,37 @@ def test_scores_do_not_depend_on_other_variants_in_the_batch(tmp_path, seed):
                     tmp_path / "one.h5", float32=True)
     a, b = varfx.read_scores(tmp_path / "all.h5"), varfx.read_scores(tmp_path / "one.h5")
     np.testing.assert_allclose(b.stats["SAD"][0], a.stats["SAD"][k], rtol=1e-5, atol=1e-6)
+
+
+def test_cpu_statistics_do_not_go_through_torch_vector_maths(monkeypatch):
+    """On the CPU, the log and square-root statistics are computed with numpy in this thread: torch's CPU
+    log2/sqrt run through MKL's vector maths split across threads, whose first call in a process was seen
+    to give one thread's share wrong by ~100 ulp now and then (docs/design.md, "Reproducibility").  The
+    values are those of float64 arithmetic, to float32 rounding."""
+    import torch
+
+    from varfx.scores import Aligned, profile_stats, variant_stats
+
+    def refuse(*a, **k):
+        raise AssertionError("torch's CPU log2/sqrt was called")
+
+    g = torch.Generator().manual_seed(0)
+    ref = torch.rand(5, 8, 3, generator=g) * 10
+    alt = torch.rand(7, 8, 3, generator=g) * 10
+    al = Aligned(torch.tensor([0, 0, 1, 2, 3, 4, 4]), torch.arange(8).repeat(7, 1), torch.arange(8).repeat(7, 1),
+                 torch.rand(7, 8, generator=g) > 0.3)
+    monkeypatch.setattr(torch, "log2", refuse)
+    monkeypatch.setattr(torch, "sqrt", refuse)
+    monkeypatch.setattr(torch.Tensor, "sqrt", refuse)
+    monkeypatch.setattr(torch.Tensor, "log2", refuse)
+    got = variant_stats(ref, alt, al, ("SAD", "logSED", "D2", "logTOTAL"), 1.0)
+    prof = profile_stats(ref, alt, al, torch.tensor([0, 1]), ("QTL", "JSD"))
+    r = ref.double().numpy()[al.ref_row.numpy()]
+    a = alt.double().numpy()
+    w = al.mask.numpy()[..., None]
+    rs, as_ = (r * w).sum(1), (a * w).sum(1)
+    np.testing.assert_allclose(got["logSED"].numpy(), np.log2(as_ + 1) - np.log2(rs + 1), rtol=0, atol=2e-6)
+    np.testing.assert_allclose(got["D2"].numpy(), np.sqrt((((a - r) * w) ** 2).sum(1)), rtol=1e-6)
+    np.testing.assert_allclose(got["logTOTAL"].numpy(), np.log2(a.sum(1) + 1) - np.log2(r.sum(1) + 1), atol=2e-6)
+    np.testing.assert_allclose(prof["QTL"].numpy(), np.sqrt((((a - r) * w)[..., :2] ** 2).sum((1, 2))), rtol=1e-6)
+    assert torch.isfinite(prof["JSD"]).all() and (prof["JSD"] >= 0).all() and (prof["JSD"] <= 1).all()

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from .errors import OptionError
@@ -54,6 +55,25 @@ def parse_stats(text: str | list[str] | tuple[str, ...] | None, default=DEFAULT_
     return tuple(out)
 
 
+def _log2(x: torch.Tensor) -> torch.Tensor:
+    """``log2`` of a statistic's sums; on the CPU through numpy.  torch's CPU ``log2`` and ``sqrt`` go
+    through MKL's vector maths, split across threads, and the first such call in a process was seen to
+    return one thread's share off by up to ~100 ulp in about one run in fifteen (2 threads; docs/design.md,
+    "Reproducibility"); numpy's run in this thread and give the same values in every run."""
+    if x.device.type != "cpu":
+        return torch.log2(x)
+    with np.errstate(divide="ignore", invalid="ignore"):  # -inf and NaN as torch gives them, without a warning
+        return torch.from_numpy(np.log2(x.numpy()))
+
+
+def _sqrt(x: torch.Tensor) -> torch.Tensor:
+    """``sqrt``, on the CPU through numpy (see :func:`_log2`)."""
+    if x.device.type != "cpu":
+        return torch.sqrt(x)
+    with np.errstate(invalid="ignore"):
+        return torch.from_numpy(np.sqrt(x.numpy()))
+
+
 @dataclass
 class Aligned:
     """Per-variant bin pairs: REF rows and bins, ALT bins, and which pairs count."""
@@ -79,13 +99,13 @@ def variant_stats(ref_pred: torch.Tensor, alt_pred: torch.Tensor, al: Aligned,
         if "SAD" in stats:
             out["SAD"] = alt_sum - ref_sum
         if "logSED" in stats:
-            out["logSED"] = torch.log2(alt_sum + pseudocount) - torch.log2(ref_sum + pseudocount)
+            out["logSED"] = _log2(alt_sum + pseudocount) - _log2(ref_sum + pseudocount)
     if "D1" in stats or "D2" in stats:
         diff = (alt_sel - ref_sel) * w
         if "D1" in stats:
             out["D1"] = diff.abs().sum(1)
         if "D2" in stats:
-            out["D2"] = diff.square().sum(1).sqrt()
+            out["D2"] = _sqrt(diff.square().sum(1))
     # no (REF, ALT) bin pair left (an indel moved every ALT bin off the output): NaN, not 0; masked_fill
     # without first asking whether any row is empty, which would make the host wait for the GPU
     empty = ~al.mask.any(1, keepdim=True)
@@ -96,7 +116,7 @@ def variant_stats(ref_pred: torch.Tensor, alt_pred: torch.Tensor, al: Aligned,
         if "TOTAL" in stats:
             out["TOTAL"] = alt_all - ref_all
         if "logTOTAL" in stats:
-            out["logTOTAL"] = torch.log2(alt_all + pseudocount) - torch.log2(ref_all + pseudocount)
+            out["logTOTAL"] = _log2(alt_all + pseudocount) - _log2(ref_all + pseudocount)
     return {s: out[s] for s in stats}
 
 
@@ -111,7 +131,7 @@ def profile_stats(ref_pred: torch.Tensor, alt_pred: torch.Tensor, al: Aligned, t
     a = (alt_sel * w).reshape(v, -1)
     out = {}
     if "QTL" in stats:
-        out["QTL"] = (a - r).square().sum(1).sqrt()
+        out["QTL"] = _sqrt((a - r).square().sum(1))
     if "JSD" in stats:
         # in float64: for near-identical profiles the two KL terms cancel, which float32 gets wrong by
         # up to several per cent below JSD ~ 1e-3
@@ -121,8 +141,8 @@ def profile_stats(ref_pred: torch.Tensor, alt_pred: torch.Tensor, al: Aligned, t
         p = p / p.sum(1, keepdim=True)
         q = q / q.sum(1, keepdim=True)
         m = (p + q) / 2
-        kl = lambda x: torch.where(x > 0, x * torch.log2(x / m.clamp(min=1e-300)), torch.zeros_like(x)).sum(1)
-        out["JSD"] = (0.5 * kl(p) + 0.5 * kl(q)).clamp(min=0).sqrt().float()
+        kl = lambda x: torch.where(x > 0, x * _log2(x / m.clamp(min=1e-300)), torch.zeros_like(x)).sum(1)
+        out["JSD"] = _sqrt((0.5 * kl(p) + 0.5 * kl(q)).clamp(min=0)).float()
     return {s: out[s] for s in stats if s in out}
 
 
