@@ -180,3 +180,20 @@ def test_truncated_fasta_is_one_line_error(tmp_path):
         (tmp_path / "g.fa.fai").write_text(fai)
         with pytest.raises(InputError, match=r"contig x does not hold the 10 bases its \.fai says \([78] read"):
             Genome(path).codes("x")
+
+
+def test_truncated_fasta_refused_by_score_in_one_line(tmp_path):
+    """`varfx score` on a FASTA cut short after its index was made: exit 1, one line naming the fix."""
+    from conftest import one_line_error, run_cli, write_vcf
+    from toy_models import save_toy
+
+    path = tmp_path / "g.fa"
+    path.write_bytes(b">chr1\n" + b"ACGTACGTAC\n" * 30)
+    (tmp_path / "g.fa.fai").write_text("chr1\t400\t6\t10\t11\n")  # says 400 bases; the file holds 300
+    weights, _ = save_toy(tmp_path)
+    vcf = write_vcf(tmp_path / "v.vcf", [("chr1", 100, "v", "C", "A")], contigs={"chr1": 400})
+    r = run_cli(["score", vcf, "--fasta", path, "--backend", "torchscript", "--weights", weights,
+                 "--out", tmp_path / "o.h5", "-q"])
+    line = one_line_error(r, code=1)
+    assert "contig chr1 does not hold the 400 bases its .fai says" in line and "delete" in line, line
+    assert not list(tmp_path.glob("o.h5*"))

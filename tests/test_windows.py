@@ -367,3 +367,11 @@ def test_a_mixed_unit_gives_each_site_its_own_windows(fasta, genome_seqs, seed):
             assert wb.delta[row] == len(alt) - len(site.ref)
             row += 1
     assert row == wb.alt.shape[0]
+
+
+def test_div_round_away_rounds_halves_away_from_zero():
+    from varfx.windows import div_round_away
+    got = [int(div_round_away(n, 4)) for n in (-10, -6, -5, -2, -1, 0, 1, 2, 5, 6, 10)]
+    assert got == [-3, -2, -1, -1, 0, 0, 0, 1, 1, 2, 3]  # ±2/4 and ±6/4 and ±10/4: halves, away from zero
+    n = np.arange(-40, 41)
+    assert (div_round_away(n, 7) == -div_round_away(-n, 7)).all()  # mirrored

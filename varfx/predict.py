@@ -24,7 +24,7 @@ import torch
 from .encoding import one_hot, revcomp_hot, two_hot_pairs
 from .backends.base import error_text
 from .errors import ModelError, OptionError, VarfxError
-from .windows import round_away
+from .windows import div_round_away
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -97,7 +97,7 @@ class Predictor:
         self._maps = []
         j = np.arange(nb)
         for s, is_rc in self.members:
-            ks = int(round_away(np.array([s / self.geom.bin_size]))[0])
+            ks = int(div_round_away(s, self.geom.bin_size))
             src = (nb - 1 - (j - ks - e)) if is_rc else (j - ks)
             valid = (src >= 0) & (src < nb)
             self._maps.append((torch.as_tensor(np.clip(src, 0, nb - 1), device=device),

@@ -55,23 +55,23 @@ def parse_stats(text: str | list[str] | tuple[str, ...] | None, default=DEFAULT_
     return tuple(out)
 
 
-def _log2(x: torch.Tensor) -> torch.Tensor:
-    """``log2`` of a statistic's sums; on the CPU through numpy.  torch's CPU ``log2`` and ``sqrt`` go
-    through MKL's vector maths, split across threads, and the first such call in a process was seen to
-    return one thread's share off by up to ~100 ulp in about one run in fifteen (2 threads; docs/design.md,
-    "Reproducibility"); numpy's run in this thread and give the same values in every run."""
+def _vector_maths(x: torch.Tensor, np_fn, torch_fn) -> torch.Tensor:
+    """``log2``/``sqrt`` of a statistic's values; on the CPU through numpy.  torch's CPU ``log2`` and
+    ``sqrt`` go through MKL's vector maths, split across threads, and the first such call in a process was
+    seen to return one thread's share off by up to ~100 ulp in about one run in fifteen (2 threads;
+    docs/design.md, "Reproducibility"); numpy's run in this thread and give the same values in every run."""
     if x.device.type != "cpu":
-        return torch.log2(x)
+        return torch_fn(x)
     with np.errstate(divide="ignore", invalid="ignore"):  # -inf and NaN as torch gives them, without a warning
-        return torch.from_numpy(np.log2(x.numpy()))
+        return torch.from_numpy(np_fn(x.numpy()))
+
+
+def _log2(x: torch.Tensor) -> torch.Tensor:
+    return _vector_maths(x, np.log2, torch.log2)
 
 
 def _sqrt(x: torch.Tensor) -> torch.Tensor:
-    """``sqrt``, on the CPU through numpy (see :func:`_log2`)."""
-    if x.device.type != "cpu":
-        return torch.sqrt(x)
-    with np.errstate(invalid="ignore"):
-        return torch.from_numpy(np.sqrt(x.numpy()))
+    return _vector_maths(x, np.sqrt, torch.sqrt)
 
 
 @dataclass

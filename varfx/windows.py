@@ -58,9 +58,10 @@ class Geometry:
         return span // self.bin_size
 
 
-def round_away(x: np.ndarray) -> np.ndarray:
-    """Round halves away from zero (so that +d and -d shift by mirrored amounts)."""
-    return (np.sign(x) * np.floor(np.abs(x) + 0.5)).astype(np.int64)
+def div_round_away(n, d: int):
+    """``n / d`` rounded to the nearest whole number, halves away from zero (so that +n and -n shift by
+    mirrored amounts), in integer arithmetic; ``n``: an int or an integer array, ``d`` > 0."""
+    return np.where(n > 0, (2 * n + d) // (2 * d), -((d - 2 * n) // (2 * d)))
 
 
 @dataclass
@@ -157,7 +158,7 @@ def alt_counterparts(geom: Geometry, ref_bins: np.ndarray, base_mask: np.ndarray
     if not indel.size:  # SNVs and MNVs: every bin is its own counterpart
         return ref_bins.copy(), base_mask.copy()
     d = delta[indel]
-    k_shift = np.where(d > 0, (2 * d + bs) // (2 * bs), -((bs - 2 * d) // (2 * bs)))  # round(d / bs), halves away
+    k_shift = div_round_away(d, bs)
     rb = ref_bins[indel]
     start = off + rb * bs
     moved = rb + np.where(start > c, k_shift[:, None], 0)
